@@ -1,0 +1,60 @@
+"""The one place that loads libc through ctypes.
+
+Everything in :mod:`portside.linux` that Python's ``os`` lacks calls libc here, and
+turns a -1 return into :class:`OSError` carrying errno and the path or value that
+failed, so that errors read like ``mount /proc: Operation not permitted``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+__all__ = ["SYSCALLS", "call", "libc", "syscall"]
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+_ARCH = platform.machine()
+
+#: syscall numbers libc has no wrapper for (or whose wrapper is too new), by arch
+SYSCALLS: dict[str, int] = {
+    "x86_64": {
+        "pivot_root": 155,
+        "pidfd_send_signal": 424,
+        "pidfd_open": 434,
+        "openat2": 437,
+        "bpf": 321,
+        "seccomp": 317,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "pidfd_send_signal": 424,
+        "pidfd_open": 434,
+        "openat2": 437,
+        "bpf": 280,
+        "seccomp": 277,
+    },
+}.get(_ARCH, {})
+
+
+def _raise(what: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def call(what: str, ret: int) -> int:
+    """Return ``ret``, or raise OSError(errno, "<what>: <strerror>") when it is -1."""
+    if ret == -1:
+        _raise(what)
+    return ret
+
+
+def syscall(name: str, *args: object) -> int:
+    """Invoke a raw syscall by name; raise OSError on failure."""
+    try:
+        nr = SYSCALLS[name]
+    except KeyError:
+        raise OSError(38, f"{name}: no syscall number known for {_ARCH}") from None
+    return call(name, libc.syscall(nr, *args))

@@ -1,0 +1,482 @@
+"""The container lifecycle of the OCI runtime spec, as a plain Python API.
+
+:class:`Runtime` is what both the ``portside-runtime`` CLI and (later) the
+daemon's fork server call: create, start, state, kill, delete, plus exec, pause,
+resume, ps, update and stats. State lives under ``root`` (one directory per
+container); status is observed, never stored (:mod:`portside.runtime.state`).
+
+Guards (youki's ``can_start``/``can_kill``/``can_delete``) make a call in the
+wrong state an :class:`~portside.runtime.errors.InvalidState`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+from portside.errors import InvalidArgument, NotFound
+from portside.oci.runtime_spec import State, load_spec
+from portside.runtime import init, namespaces, process
+from portside.runtime.errors import InvalidState
+from portside.runtime.state import (
+    ContainerState,
+    StateStore,
+    atomic_write,
+    process_start_time,
+)
+from portside.runtime.sync import sync_pair
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from portside.linux.kernel import Kernel
+    from portside.oci.runtime_spec import LinuxResources, Process, Spec
+    from portside.runtime.cgroups import CgroupManager
+
+__all__ = ["DEFAULT_ROOT", "Runtime"]
+
+DEFAULT_ROOT = "/run/portside-runtime"
+
+CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
+
+
+def _now() -> str:
+    t = time.time()
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+    return f"{base}.{int((t % 1) * 1e9):09d}Z"
+
+
+def _connect_console(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise NotFound(f"--console-socket {path}: {exc.strerror}") from exc
+    return sock
+
+
+class Runtime:
+    def __init__(
+        self,
+        root: str = DEFAULT_ROOT,
+        *,
+        systemd_cgroup: bool = False,
+        kernel: Kernel | None = None,
+    ) -> None:
+        self.store = StateStore(root)
+        self.systemd_cgroup = systemd_cgroup
+        self.kernel = kernel
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _cgroup(self, st: ContainerState) -> CgroupManager:
+        from portside.runtime.cgroups import open_manager
+
+        return open_manager(st.cgroups_path or None, st.id, systemd=st.systemd_cgroup)
+
+    def load(self, container_id: str) -> ContainerState:
+        return self.store.load(container_id)
+
+    def status(self, st: ContainerState) -> str:
+        if st.pid <= 0 or process_start_time(st.pid) != st.pid_start:
+            return STOPPED
+        if os.path.exists(self.store.fifo(st.id)):
+            return CREATED
+        try:
+            if self._cgroup(st).frozen():
+                return PAUSED
+        except (OSError, NotFound):
+            pass
+        return RUNNING
+
+    def oci_state(self, st: ContainerState, status: str | None = None) -> State:
+        status = status or self.status(st)
+        return State(
+            oci_version=st.oci_version,
+            id=st.id,
+            status=status,
+            pid=st.pid if status != STOPPED else 0,
+            bundle=st.bundle,
+            annotations=dict(st.annotations),
+        )
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        """runc's ``state`` document: the OCI state plus rootfs, created, owner."""
+        st = self.load(container_id)
+        oci = self.oci_state(st)
+        out: dict[str, Any] = {
+            "ociVersion": st.oci_version,
+            "id": st.id,
+            "pid": oci.pid,
+            "status": oci.status,
+            "bundle": st.bundle,
+            "rootfs": st.rootfs,
+            "created": st.created,
+            "owner": st.owner,
+        }
+        if st.annotations:
+            out["annotations"] = dict(st.annotations)
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.state(cid))
+            except NotFound:
+                continue
+        return out
+
+    # --- create ----------------------------------------------------------------
+
+    def _prepare(self, bundle: str) -> tuple[Spec, str]:
+        spec = load_spec(os.path.join(bundle, "config.json"))
+        if spec.process is None:
+            raise InvalidArgument("process: a container needs a process to run")
+        if spec.root is None:
+            raise InvalidArgument("root: a container needs a root filesystem")
+        rootfs = spec.root.path
+        if not rootfs.startswith("/"):
+            rootfs = os.path.join(bundle, rootfs)
+        rootfs = os.path.realpath(rootfs)
+        if not os.path.isdir(rootfs):
+            raise NotFound(f"root.path: rootfs {rootfs} does not exist")
+        linux = spec.linux
+        if linux is not None and linux.seccomp is not None:
+            from portside.runtime.seccomp import compile_seccomp
+
+            compile_seccomp(linux.seccomp)  # a bad profile fails here, with its JSON path
+        caps = spec.process.capabilities
+        if caps is not None:
+            from portside.linux.caps import parse_caps
+
+            for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+                parse_caps(getattr(caps, name), f"process.capabilities.{name}")
+        return spec, rootfs
+
+    def create(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+        no_pivot: bool = False,
+        preserve_fds: int = 0,
+    ) -> ContainerState:
+        """Create the container; its init waits for :meth:`start` before running
+        the user's process."""
+        bundle = os.path.abspath(bundle)
+        spec, rootfs = self._prepare(bundle)
+        plan = namespaces.plan_namespaces(spec.linux)
+        if spec.linux is not None:
+            init.check_sysctls(spec.linux.sysctl, plan)
+        assert spec.process is not None
+        rlimits = process.check_rlimits(spec.process.rlimits)
+        if spec.process.terminal and not console_socket:
+            raise InvalidArgument("process.terminal: needs --console-socket (or use run)")
+        statedir = self.store.reserve(container_id)
+        st = ContainerState(
+            id=container_id,
+            bundle=bundle,
+            rootfs=rootfs,
+            created=_now(),
+            owner="",
+            annotations=dict(spec.annotations),
+            cgroups_path=(spec.linux.cgroups_path if spec.linux else None) or "",
+            systemd_cgroup=self.systemd_cgroup,
+            config=spec.to_json(),
+            oci_version=spec.oci_version,
+        )
+        cleanup: list[Any] = []
+        try:
+            self._spawn(st, spec, plan, rlimits, statedir, cleanup,
+                        console_socket=console_socket, no_pivot=no_pivot,
+                        preserve_fds=preserve_fds)
+            self.store.save(st)
+            if pid_file:
+                atomic_write(os.path.abspath(pid_file), str(st.pid).encode())
+        except BaseException:
+            for undo in reversed(cleanup):
+                try:
+                    undo()
+                except (OSError, NotFound):
+                    continue
+            self.store.remove(container_id)
+            raise
+        return st
+
+    def _spawn(
+        self,
+        st: ContainerState,
+        spec: Spec,
+        plan: namespaces.NamespacePlan,
+        rlimits: list[tuple[int, int, int]],
+        statedir: str,
+        cleanup: list[Any],
+        *,
+        console_socket: str | None,
+        no_pivot: bool,
+        preserve_fds: int,
+    ) -> None:
+        cg = self._cgroup(st)
+        cg.create()
+        cleanup.append(cg.destroy)
+        from portside.runtime.resources import effective_resources
+
+        cg.set(effective_resources(spec))
+        fifo = os.path.join(statedir, "exec.fifo")
+        os.mkfifo(fifo, 0o622)
+        fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        console = _connect_console(console_socket) if console_socket else None
+        join_fds = namespaces.open_namespace_fds(plan)
+        parent, child = sync_pair()
+        ctx = init.InitContext(
+            spec=spec, bundle=st.bundle, rootfs=st.rootfs, sync=child, plan=plan,
+            join_fds=join_fds, cgroup_join=lambda: cg.apply(0), fifo_fd=fifo_fd,
+            console=console, rlimits=rlimits, no_pivot=no_pivot, preserve_fds=preserve_fds,
+            kernel=self.kernel,
+        )
+        try:
+            stage1 = init.run_stage1(ctx)
+        finally:
+            child.close()
+            os.close(fifo_fd)
+            if console is not None:
+                console.close()
+            for _, fd in join_fds:
+                os.close(fd)
+        ok = False
+        try:
+            self._handshake(st, spec, parent, stage1, cleanup)
+            ok = True
+        finally:
+            parent.close()
+            if not ok:
+                _kill_wait(stage1)
+            _reap(stage1)
+
+    def _handshake(
+        self, st: ContainerState, spec: Spec, parent: Any, stage1: int, cleanup: list[Any]
+    ) -> None:
+        from portside.runtime.hooks import run_hooks
+
+        msg = parent.expect_any(("userns", "pid"), "create")
+        if msg["type"] == "userns":
+            linux = spec.linux
+            assert linux is not None
+            _write_id_maps(stage1, linux)
+            parent.send("maps")
+            msg = parent.expect("pid", "create")
+        st.pid = int(msg["pid"])
+        start = process_start_time(st.pid)
+        st.pid_start = start or 0
+        cleanup.append(lambda: _kill_pid(st.pid, st.pid_start))
+        parent.send("go")
+        parent.expect("prestart", "create")
+        state = self.oci_state(st, "creating")
+        hooks = spec.hooks
+        if hooks is not None:
+            run_hooks(hooks.prestart, state, "prestart")
+            run_hooks(hooks.create_runtime, state, "createRuntime")
+        parent.send("hooks_done", state=state.to_json())
+        parent.expect("ready", "create")
+
+    # --- start, kill, delete --------------------------------------------------
+
+    def start(self, container_id: str) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status != CREATED:
+            raise InvalidState(container_id, "start", status)
+        fifo = self.store.fifo(container_id)
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _wait_fifo(fd, st)
+        finally:
+            os.close(fd)
+            os.unlink(fifo)
+        spec_hooks = st.config.get("hooks") or {}
+        if spec_hooks.get("poststart"):
+            from portside.oci.runtime_spec import Hooks
+            from portside.runtime.hooks import run_hooks
+
+            run_hooks(Hooks.from_json(spec_hooks).poststart, self.oci_state(st), "poststart")
+
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status == STOPPED and not all_processes:
+            raise InvalidState(container_id, "kill", "not running")
+        if all_processes:
+            self._cgroup(st).kill_all(sig)
+            return
+        _signal(st.pid, st.pid_start, sig)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status in (RUNNING, PAUSED) and not force:
+            raise InvalidState(container_id, "delete", f"{status} (stop it first, or use --force)")
+        cg = self._cgroup(st)
+        if status != STOPPED:
+            if status == PAUSED:
+                cg.thaw()
+            _kill_pid(st.pid, st.pid_start)
+        if cg.exists():
+            try:
+                cg.kill_all(signal.SIGKILL)
+            except (OSError, NotFound):
+                pass
+            _wait_cgroup_empty(cg)
+            cg.destroy()
+        spec_hooks = st.config.get("hooks") or {}
+        self.store.remove(container_id)
+        if spec_hooks.get("poststop"):
+            from portside.oci.runtime_spec import Hooks
+            from portside.runtime.hooks import run_hooks
+
+            run_hooks(Hooks.from_json(spec_hooks).poststop, self.oci_state(st, STOPPED), "poststop")
+
+    # --- pause, resume, ps, update, stats -------------------------------------
+
+    def pause(self, container_id: str) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status not in (RUNNING, CREATED):
+            raise InvalidState(container_id, "pause", status)
+        self._cgroup(st).freeze()
+
+    def resume(self, container_id: str) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status != PAUSED:
+            raise InvalidState(container_id, "resume", status)
+        self._cgroup(st).thaw()
+
+    def pids(self, container_id: str) -> list[int]:
+        st = self.load(container_id)
+        return self._cgroup(st).pids()
+
+    def update(self, container_id: str, resources: LinuxResources) -> None:
+        st = self.load(container_id)
+        if self.status(st) == STOPPED:
+            raise InvalidState(container_id, "update", STOPPED)
+        self._cgroup(st).update(resources)
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        st = self.load(container_id)
+        if self.status(st) == STOPPED:
+            raise InvalidState(container_id, "get stats of", STOPPED)
+        return self._cgroup(st).stats()
+
+    # --- exec ----------------------------------------------------------------
+
+    def exec(
+        self,
+        container_id: str,
+        proc: Process,
+        *,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+        preserve_fds: int = 0,
+    ) -> int:
+        """Start ``proc`` inside the running container; return its host PID."""
+        from portside.runtime.execproc import exec_in
+
+        st = self.load(container_id)
+        status = self.status(st)
+        if status not in (RUNNING, CREATED):
+            raise InvalidState(container_id, "exec in", status)
+        pid = exec_in(
+            st, self._cgroup(st), proc, console_socket=console_socket,
+            preserve_fds=preserve_fds, kernel=self.kernel,
+        )
+        if pid_file:
+            atomic_write(os.path.abspath(pid_file), str(pid).encode())
+        return pid
+
+
+# --- module helpers -----------------------------------------------------------
+
+
+def _write_id_maps(pid: int, linux: Any) -> None:
+    for name, maps in (("uid_map", linux.uid_mappings), ("gid_map", linux.gid_mappings)):
+        if not maps:
+            continue
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InvalidArgument(f"linux.{name}: writing {text.strip()!r}: {exc.strerror}") from exc
+
+
+def _wait_fifo(fd: int, st: ContainerState) -> None:
+    """Read init's byte from the exec fifo; fail if init dies first."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if poller.poll(100):
+            data = os.read(fd, 1)
+            if data:
+                return
+        if process_start_time(st.pid) != st.pid_start:
+            raise InvalidState(st.id, "start", "stopped (its init exited before start)")
+        time.sleep(0.001)
+
+
+def _signal(pid: int, start: int, sig: int) -> None:
+    """Signal ``pid`` through a pidfd after checking it is still our process."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if process_start_time(pid) != start:
+            return
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _kill_pid(pid: int, start: int) -> None:
+    _signal(pid, start, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_start_time(pid) == start and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.002)
+
+
+def _wait_cgroup_empty(cg: CgroupManager, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not cg.pids():
+            return
+        time.sleep(0.005)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_wait(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)

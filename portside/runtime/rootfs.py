@@ -1,0 +1,376 @@
+"""The container's filesystem: mounts, /dev, pivot_root, masked and read-only paths.
+
+Runs inside the container's new mount namespace (in the init process), as named
+steps the init sequence calls in order:
+
+1. :func:`set_propagation` and :func:`bind_rootfs`
+2. :func:`mount_all` (config.mounts, resolved inside the rootfs)
+3. :func:`create_devices` (the default devices, linux.devices, /dev links)
+4. :func:`pivot` (pivot_root, or MS_MOVE + chroot with ``no_pivot``)
+5. :func:`mask_paths`, :func:`readonly_paths`, :func:`finish_root`
+
+Every kernel call goes through :class:`~portside.linux.kernel.Kernel`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from portside.errors import InvalidArgument
+from portside.linux import kernel as K
+from portside.runtime.paths import mkdir_all_in_root, open_in_root, secure_join
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from portside.linux.kernel import Kernel
+    from portside.oci.runtime_spec import LinuxDevice, Mount
+
+__all__ = [
+    "DEFAULT_DEVICES",
+    "MountOptions",
+    "bind_rootfs",
+    "create_devices",
+    "finish_root",
+    "mask_paths",
+    "mount_all",
+    "parse_mount_options",
+    "pivot",
+    "readonly_paths",
+    "set_propagation",
+]
+
+# option -> (clear, flag)
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, K.MS_SYNCHRONOUS),
+    "atime": (True, K.MS_NOATIME),
+    "bind": (False, K.MS_BIND),
+    "defaults": (False, 0),
+    "dev": (True, K.MS_NODEV),
+    "diratime": (True, K.MS_NODIRATIME),
+    "dirsync": (False, K.MS_DIRSYNC),
+    "exec": (True, K.MS_NOEXEC),
+    "lazytime": (False, K.MS_LAZYTIME),
+    "mand": (False, K.MS_MANDLOCK),
+    "noatime": (False, K.MS_NOATIME),
+    "nodev": (False, K.MS_NODEV),
+    "nodiratime": (False, K.MS_NODIRATIME),
+    "noexec": (False, K.MS_NOEXEC),
+    "nolazytime": (True, K.MS_LAZYTIME),
+    "nomand": (True, K.MS_MANDLOCK),
+    "norelatime": (True, K.MS_RELATIME),
+    "nostrictatime": (True, K.MS_STRICTATIME),
+    "nosuid": (False, K.MS_NOSUID),
+    "nosymfollow": (False, K.MS_NOSYMFOLLOW),
+    "rbind": (False, K.MS_BIND | K.MS_REC),
+    "relatime": (False, K.MS_RELATIME),
+    "remount": (False, K.MS_REMOUNT),
+    "ro": (False, K.MS_RDONLY),
+    "rw": (True, K.MS_RDONLY),
+    "strictatime": (False, K.MS_STRICTATIME),
+    "suid": (True, K.MS_NOSUID),
+    "symfollow": (True, K.MS_NOSYMFOLLOW),
+    "sync": (False, K.MS_SYNCHRONOUS),
+}
+
+PROPAGATION: dict[str, int] = {
+    "private": K.MS_PRIVATE,
+    "rprivate": K.MS_PRIVATE | K.MS_REC,
+    "shared": K.MS_SHARED,
+    "rshared": K.MS_SHARED | K.MS_REC,
+    "slave": K.MS_SLAVE,
+    "rslave": K.MS_SLAVE | K.MS_REC,
+    "unbindable": K.MS_UNBINDABLE,
+    "runbindable": K.MS_UNBINDABLE | K.MS_REC,
+}
+
+#: options we accept and ignore (idmapped mounts and tmpcopyup are not supported yet)
+_IGNORED = {"tmpcopyup", "idmap", "ridmap", "copyup"}
+
+#: (path, type, major, minor) of the devices every container gets
+DEFAULT_DEVICES = (
+    ("/dev/null", "c", 1, 3),
+    ("/dev/zero", "c", 1, 5),
+    ("/dev/full", "c", 1, 7),
+    ("/dev/random", "c", 1, 8),
+    ("/dev/urandom", "c", 1, 9),
+    ("/dev/tty", "c", 5, 0),
+)
+
+_HOST_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
+
+_LOCKED = (
+    (os.ST_NOSUID, K.MS_NOSUID),
+    (os.ST_NODEV, K.MS_NODEV),
+    (os.ST_NOEXEC, K.MS_NOEXEC),
+    (os.ST_NOATIME, K.MS_NOATIME),
+    (os.ST_NODIRATIME, K.MS_NODIRATIME),
+    (os.ST_RELATIME, K.MS_RELATIME),
+)
+
+
+class MountOptions:
+    """The parsed options of one mount."""
+
+    __slots__ = ("data", "flags", "propagation")
+
+    def __init__(self, flags: int, propagation: list[int], data: str) -> None:
+        self.flags = flags
+        self.propagation = propagation
+        self.data = data
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & K.MS_BIND)
+
+    def __repr__(self) -> str:
+        return f"MountOptions(flags={self.flags:#x}, propagation={self.propagation}, data={self.data!r})"
+
+
+def parse_mount_options(options: list[str]) -> MountOptions:
+    """Split OCI mount options into mount(2) flags, propagation changes and fs data."""
+    flags = 0
+    propagation: list[int] = []
+    data: list[str] = []
+    for opt in options:
+        if opt in _FLAGS:
+            clear, flag = _FLAGS[opt]
+            flags = flags & ~flag if clear else flags | flag
+        elif opt in PROPAGATION:
+            propagation.append(PROPAGATION[opt])
+        elif opt in _IGNORED:
+            continue
+        else:
+            data.append(opt)
+    return MountOptions(flags, propagation, ",".join(data))
+
+
+def _locked_flags(path: str) -> int:
+    """Flags the kernel will not let a remount clear (in a user namespace)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return sum(flag for bit, flag in _LOCKED if st.f_flag & bit)
+
+
+def _remount(k: Kernel, path: str, flags: int) -> None:
+    try:
+        k.mount(None, path, None, flags | K.MS_REMOUNT, None)
+    except PermissionError:
+        k.mount(None, path, None, flags | K.MS_REMOUNT | _locked_flags(path), None)
+
+
+# --- step 1 --------------------------------------------------------------------
+
+
+def set_propagation(k: Kernel, propagation: str | None) -> None:
+    """Make every mount of the new namespace private (or as rootfsPropagation says)
+    so nothing the container mounts reaches the host."""
+    flags = PROPAGATION.get(propagation or "rprivate")
+    if flags is None:
+        raise InvalidArgument(f"linux.rootfsPropagation: unknown propagation {propagation!r}")
+    if not flags & K.MS_REC:
+        flags |= K.MS_REC
+    if flags & K.MS_SHARED:  # the rootfs's parent must not be shared for pivot_root
+        flags = K.MS_SLAVE | K.MS_REC
+    k.mount(None, "/", None, flags, None)
+
+
+def bind_rootfs(k: Kernel, rootfs: str) -> None:
+    k.mount(rootfs, rootfs, "bind", K.MS_BIND | K.MS_REC, None)
+
+
+# --- step 2 --------------------------------------------------------------------
+
+
+def _prepare_bind_target(rootfs: str, m: Mount, source: str) -> str:
+    try:
+        is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+    except FileNotFoundError:
+        raise InvalidArgument(f"mount {m.destination}: source {source} does not exist") from None
+    if is_dir:
+        return mkdir_all_in_root(rootfs, m.destination)
+    parent = mkdir_all_in_root(rootfs, os.path.dirname(m.destination))
+    dest = secure_join(rootfs, m.destination)
+    if os.path.dirname(dest) != parent and not dest.startswith(parent):
+        raise InvalidArgument(f"mount {m.destination}: resolves outside its parent")
+    if not os.path.lexists(dest):
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
+    return dest
+
+
+def _mount_one(
+    k: Kernel, rootfs: str, m: Mount, bundle: str, special: Callable[[Mount, str], bool] | None
+) -> None:
+    opts = parse_mount_options(m.options)
+    fstype = m.type or ("bind" if opts.is_bind else None)
+    if fstype == "bind":
+        opts.flags |= K.MS_BIND
+    if opts.is_bind:
+        source = m.source or ""
+        if not source.startswith("/"):
+            source = os.path.join(bundle, source)
+        dest = _prepare_bind_target(rootfs, m, source)
+    else:
+        if fstype is None:
+            raise InvalidArgument(f"mount {m.destination}: no type given")
+        source = m.source or fstype
+        dest = mkdir_all_in_root(rootfs, m.destination)
+    fd = open_in_root(rootfs, dest, f"mount {m.destination}")
+    try:
+        target = f"/proc/self/fd/{fd}"
+        if special is not None and special(m, dest):
+            return
+        if opts.is_bind:
+            k.mount(source, target, None, K.MS_BIND | (opts.flags & K.MS_REC), None)
+            extra = opts.flags & ~(K.MS_BIND | K.MS_REC | K.MS_REMOUNT)
+            if extra:
+                _remount(k, target, K.MS_BIND | extra)
+        else:
+            try:
+                k.mount(source, target, fstype, opts.flags, opts.data or None)
+            except PermissionError:
+                # sysfs/mqueue need a net/ipc namespace of our own: bind the host's
+                host = _HOST_FALLBACK.get(fstype or "")
+                if host is None:
+                    raise
+                k.mount(host, target, None, K.MS_BIND | K.MS_REC, None)
+                if opts.flags & K.MS_RDONLY:
+                    _remount(k, target, K.MS_BIND | K.MS_REC | K.MS_RDONLY)
+        for prop in opts.propagation:
+            k.mount(None, target, None, prop, None)
+    finally:
+        os.close(fd)
+
+
+def mount_all(
+    k: Kernel,
+    rootfs: str,
+    mounts: list[Mount],
+    bundle: str,
+    special: Callable[[Mount, str], bool] | None = None,
+) -> None:
+    """Mount every config.mounts entry, in order, inside ``rootfs``.
+
+    ``special(mount, dest)`` may take over a mount (cgroup) and return True when
+    it did; ``dest`` is the destination, resolved and checked inside ``rootfs``."""
+    for m in mounts:
+        _mount_one(k, rootfs, m, bundle, special)
+
+
+# --- step 3 --------------------------------------------------------------------
+
+
+def _node(
+    k: Kernel, rootfs: str, path: str, kind: str, major: int, minor: int, mode: int,
+    uid: int, gid: int, bind: bool,
+) -> None:
+    dest = secure_join(rootfs, path)
+    mkdir_all_in_root(rootfs, os.path.dirname(path))
+    if os.path.lexists(dest):
+        os.unlink(dest)
+    if bind:  # mknod is refused in a user namespace: bind the host's node instead
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
+        k.mount(path, dest, "bind", K.MS_BIND, None)
+        return
+    type_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    if kind not in type_bits:
+        raise InvalidArgument(f"linux.devices: {path}: unknown device type {kind!r}")
+    k.mknod(dest, type_bits[kind] | (mode & 0o7777), os.makedev(major, minor))
+    os.chown(dest, uid, gid, follow_symlinks=False)
+    os.chmod(dest, mode & 0o7777, follow_symlinks=False)
+
+
+def create_devices(
+    k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_userns: bool
+) -> None:
+    """The default devices, then linux.devices, then /dev's standard links."""
+    for path, kind, major, minor in DEFAULT_DEVICES:
+        _node(k, rootfs, path, kind, major, minor, 0o666, 0, 0, in_userns)
+    for i, dev in enumerate(devices):
+        if not dev.path.startswith("/dev/"):
+            raise InvalidArgument(f"linux.devices[{i}].path: {dev.path!r} is not under /dev")
+        if dev.type != "p" and (dev.major is None or dev.minor is None):
+            raise InvalidArgument(f"linux.devices[{i}]: {dev.path} needs major and minor")
+        mode = 0o666 if dev.file_mode is None else dev.file_mode
+        _node(
+            k, rootfs, dev.path, dev.type, dev.major or 0, dev.minor or 0, mode,
+            dev.uid or 0, dev.gid or 0, in_userns,
+        )
+    links = [
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ]
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "/dev/core"))
+    for target, link in links:
+        dest = secure_join(rootfs, link)
+        if not os.path.lexists(dest):
+            os.symlink(target, dest)
+    ptmx = secure_join(rootfs, "/dev/ptmx")
+    if os.path.isdir(secure_join(rootfs, "/dev/pts")):
+        if os.path.lexists(ptmx):
+            os.unlink(ptmx)
+        os.symlink("pts/ptmx", ptmx)
+
+
+# --- step 4 --------------------------------------------------------------------
+
+
+def pivot(k: Kernel, rootfs: str, *, no_pivot: bool = False) -> None:
+    """Make ``rootfs`` the root; the old root is detached and gone."""
+    if no_pivot:
+        os.chdir(rootfs)
+        k.mount(rootfs, "/", None, K.MS_MOVE, None)
+        os.chroot(".")
+        os.chdir("/")
+        return
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        k.pivot_root(".", ".")
+        os.fchdir(old_root)
+        k.mount(None, ".", None, K.MS_SLAVE | K.MS_REC, None)
+        k.umount2(".", K.MNT_DETACH)
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+    os.chdir("/")
+
+
+# --- step 5 (after pivot: paths are the container's) ----------------------------
+
+
+def mask_paths(k: Kernel, paths: list[str]) -> None:
+    """Hide each path: /dev/null over files, an empty read-only tmpfs over dirs."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            k.mount("tmpfs", path, "tmpfs", K.MS_RDONLY, None)
+        else:
+            k.mount("/dev/null", path, None, K.MS_BIND, None)
+
+
+def readonly_paths(k: Kernel, paths: list[str]) -> None:
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        k.mount(path, path, None, K.MS_BIND | K.MS_REC, None)
+        _remount(k, path, K.MS_BIND | K.MS_RDONLY | K.MS_REC)
+
+
+def finish_root(k: Kernel, readonly: bool, propagation: str | None) -> None:
+    """Make / read-only when asked, and apply a shared rootfsPropagation."""
+    if readonly:
+        _remount(k, "/", K.MS_BIND | K.MS_RDONLY)
+    if propagation in ("shared", "rshared"):
+        k.mount(None, "/", None, PROPAGATION[propagation], None)

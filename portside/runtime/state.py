@@ -1,0 +1,123 @@
+"""Where the runtime keeps its containers: ``<root>/<id>/state.json``.
+
+A container's status is never stored, it is observed: ``created`` while the
+exec fifo exists and init is alive, ``running`` after start, ``paused`` while
+its cgroup is frozen, ``stopped`` once init is gone — checked against the
+process start time so a reused PID is not mistaken for the container.
+Writes become visible by atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from portside.oci._json import ANY, BOOL, INT, STR, F, Record, map_of
+from portside.runtime.errors import ContainerExists, ContainerNotFound, InvalidID
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "ContainerState",
+    "StateStore",
+    "atomic_write",
+    "process_start_time",
+    "validate_id",
+]
+
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+
+
+class ContainerState(Record):
+    id: str = F(STR, "")
+    bundle: str = F(STR, "")
+    rootfs: str = F(STR, "")
+    pid: int = F(INT, 0)
+    pid_start: int = F(INT, 0, json="pidStart")
+    created: str = F(STR, "")
+    owner: str = F(STR, "")
+    annotations: dict[str, str] = F(map_of(STR))
+    cgroups_path: str = F(STR, "", json="cgroupsPath")
+    systemd_cgroup: bool = F(BOOL, False, json="systemdCgroup")
+    config: dict[str, Any] = F(ANY)
+    oci_version: str = F(STR, "", json="ociVersion")
+
+
+def validate_id(container_id: str) -> None:
+    """IDs as runc allows them: letters, digits, ``_ + - .``; not '.' or '..'."""
+    ok = container_id not in ("", ".", "..") and len(container_id) <= 1024
+    ok = ok and all(c.isascii() and (c.isalnum() or c in "_+-.") for c in container_id)
+    if not ok:
+        raise InvalidID(f"invalid container id {container_id!r}: use letters, digits, _ + - .")
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat, or None when the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+class StateStore:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def dir(self, container_id: str) -> str:
+        validate_id(container_id)
+        return os.path.join(self.root, container_id)
+
+    def fifo(self, container_id: str) -> str:
+        return os.path.join(self.dir(container_id), FIFO)
+
+    def reserve(self, container_id: str) -> str:
+        """Create the container's directory; the mkdir is the lock on the ID."""
+        path = self.dir(container_id)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise ContainerExists(container_id) from None
+        return path
+
+    def save(self, state: ContainerState) -> None:
+        path = os.path.join(self.dir(state.id), STATE_FILE)
+        atomic_write(path, json.dumps(state.to_json()).encode(), 0o600)
+
+    def load(self, container_id: str) -> ContainerState:
+        path = os.path.join(self.dir(container_id), STATE_FILE)
+        try:
+            with open(path, "rb") as f:
+                return ContainerState.from_json(json.load(f))
+        except (FileNotFoundError, NotADirectoryError):
+            raise ContainerNotFound(container_id) from None
+
+    def ids(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE))]
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.dir(container_id), ignore_errors=True)
