@@ -1,0 +1,322 @@
+"""portside.runtime.state: container IDs, the on-disk state store, process start times."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from portside.errors import AlreadyExists, InvalidArgument, NotFound
+from portside.runtime.errors import ContainerExists, ContainerNotFound, InvalidID
+from portside.runtime.state import (
+    STATE_FILE,
+    ContainerState,
+    StateStore,
+    atomic_write,
+    process_start_time,
+    validate_id,
+)
+
+# --- validate_id ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cid",
+    [
+        "a",
+        "abc",
+        "ABC123",
+        "my-container",
+        "my_container",
+        "my.container",
+        "a+b",
+        "...",
+        ".hidden",
+        "-leading-dash",
+        "0",
+        "x" * 1024,
+        "f" * 64,
+    ],
+)
+def test_valid_ids(cid: str) -> None:
+    validate_id(cid)
+
+
+@pytest.mark.parametrize(
+    "cid",
+    [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../etc",
+        "/abs",
+        "a b",
+        "a\nb",
+        "a:b",
+        "a@b",
+        "a\x00b",
+        "é",
+        "a٣",  # a non-ASCII digit
+        "x" * 1025,
+    ],
+)
+def test_invalid_ids(cid: str) -> None:
+    with pytest.raises(InvalidID, match=r"^invalid container id"):
+        validate_id(cid)
+
+
+def test_invalid_id_is_invalid_argument() -> None:
+    assert issubclass(InvalidID, InvalidArgument)
+    assert issubclass(ContainerNotFound, NotFound)
+    assert issubclass(ContainerExists, AlreadyExists)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12))
+def test_valid_ids_are_safe_path_components(cid: str) -> None:
+    try:
+        validate_id(cid)
+    except InvalidID:
+        return
+    assert "/" not in cid and cid not in (".", "..") and "\x00" not in cid
+    assert os.path.basename(cid) == cid and os.path.normpath(cid) == cid
+
+
+# --- StateStore -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(str(tmp_path / "root"))
+
+
+def sample_state(cid: str = "ctr") -> ContainerState:
+    return ContainerState(
+        id=cid,
+        bundle="/bundles/ctr",
+        rootfs="/bundles/ctr/rootfs",
+        pid=1234,
+        pid_start=987654,
+        created="2024-01-02T03:04:05.000000006Z",
+        owner="",
+        annotations={"org.example": "x"},
+        cgroups_path="/portside/ctr",
+        systemd_cgroup=True,
+        config={"ociVersion": "1.2.0", "process": {"args": ["sh"]}},
+        oci_version="1.2.0",
+    )
+
+
+def test_reserve_creates_the_directory(store: StateStore) -> None:
+    path = store.reserve("ctr")
+    assert path == os.path.join(store.root, "ctr")
+    assert os.path.isdir(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o711 & ~_umask()
+    assert store.fifo("ctr") == os.path.join(path, "exec.fifo")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_reserve_twice_is_container_exists(store: StateStore) -> None:
+    store.reserve("ctr")
+    with pytest.raises(ContainerExists, match=r"container with id 'ctr' already exists"):
+        store.reserve("ctr")
+
+
+def test_reserve_refuses_bad_ids(store: StateStore) -> None:
+    with pytest.raises(InvalidID):
+        store.reserve("../escape")
+    assert not os.path.exists(os.path.join(os.path.dirname(store.root), "escape"))
+
+
+def test_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert StateStore("rel").root == str(tmp_path / "rel")
+
+
+def test_save_load_round_trip(store: StateStore) -> None:
+    state = sample_state()
+    store.reserve(state.id)
+    store.save(state)
+    loaded = store.load(state.id)
+    assert loaded == state
+    path = os.path.join(store.root, "ctr", STATE_FILE)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    on_disk = json.loads(Path(path).read_text())
+    assert on_disk["pidStart"] == 987654 and on_disk["systemdCgroup"] is True
+    assert on_disk["cgroupsPath"] == "/portside/ctr"
+
+
+def test_save_overwrites(store: StateStore) -> None:
+    state = sample_state()
+    store.reserve(state.id)
+    store.save(state)
+    state.pid = 42
+    store.save(state)
+    assert store.load("ctr").pid == 42
+    assert os.listdir(os.path.join(store.root, "ctr")) == [STATE_FILE]
+
+
+def test_load_missing_is_container_not_found(store: StateStore) -> None:
+    with pytest.raises(ContainerNotFound, match=r"container 'nope' does not exist") as info:
+        store.load("nope")
+    assert info.value.container_id == "nope"
+    store.reserve("half")  # reserved, never saved
+    with pytest.raises(ContainerNotFound):
+        store.load("half")
+
+
+def test_load_when_the_id_is_a_file(store: StateStore) -> None:
+    os.makedirs(store.root)
+    Path(store.root, "plain").write_text("")
+    with pytest.raises(ContainerNotFound):
+        store.load("plain")
+
+
+def test_ids_lists_only_saved_containers(store: StateStore) -> None:
+    assert store.ids() == []  # the root does not exist yet
+    for cid in ("b", "a", "c"):
+        store.reserve(cid)
+        store.save(sample_state(cid))
+    store.reserve("reserved-only")
+    os.mkdir(os.path.join(store.root, "stray"))
+    Path(store.root, "file").write_text("")
+    assert store.ids() == ["a", "b", "c"]
+
+
+def test_remove(store: StateStore) -> None:
+    store.reserve("ctr")
+    store.save(sample_state())
+    store.remove("ctr")
+    assert store.ids() == []
+    store.remove("ctr")  # removing twice is fine
+    store.reserve("ctr")  # and the id is free again
+
+
+# --- atomic_write ---------------------------------------------------------------------------
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    atomic_write(str(path), b"one")
+    atomic_write(str(path), b"two", 0o600)
+    assert path.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_atomic_write_mode_applies_to_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    atomic_write(str(path), b"x", 0o600)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_atomic_write_never_shows_a_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"old")
+    before = os.stat(path).st_ino
+    atomic_write(str(path), b"new" * 1000)
+    assert os.stat(path).st_ino != before  # a rename, not a rewrite in place
+
+
+def test_atomic_write_into_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        atomic_write(str(tmp_path / "missing" / "f"), b"x")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_cleans_up_when_the_rename_fails(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()  # os.replace(file, dir) fails
+    with pytest.raises(OSError):
+        atomic_write(str(tmp_path / "target"), b"x")
+    assert os.listdir(tmp_path) == ["target"]
+
+
+# --- process_start_time ---------------------------------------------------------------------
+
+
+def test_start_time_of_this_process() -> None:
+    first = process_start_time(os.getpid())
+    assert isinstance(first, int) and first > 0
+    assert process_start_time(os.getpid()) == first
+    parent = process_start_time(os.getppid())
+    assert parent is not None and parent <= first
+
+
+def _exited_child() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    return pid
+
+
+def test_start_time_of_a_dead_process_is_none() -> None:
+    pid = _exited_child()
+    os.waitpid(pid, 0)
+    assert process_start_time(pid) is None
+
+
+def test_start_time_of_a_zombie_is_none() -> None:
+    pid = _exited_child()
+    try:
+        for _ in range(200):  # wait until it is a zombie, without reaping it
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.005)
+        assert process_start_time(pid) is None
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_start_time_of_a_live_child_is_later_than_ours() -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    try:
+        child = process_start_time(pid)
+        ours = process_start_time(os.getpid())
+        assert child is not None and ours is not None and child >= ours
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
+def test_start_time_survives_a_command_name_with_parentheses() -> None:
+    # /proc/PID/stat field 2 is "(comm)", and comm may contain ") " itself
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        try:
+            with open("/proc/self/comm", "w") as f:
+                f.write("a) Z 1 2 (b")  # a naive parse would read state Z
+        finally:
+            os.read(r, 1)
+            os._exit(0)
+    os.close(r)
+    try:
+        for _ in range(200):
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().startswith("a)"):
+                    break
+            time.sleep(0.005)
+        assert isinstance(process_start_time(pid), int)
+        assert process_start_time(pid) == process_start_time(pid)
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
