@@ -179,7 +179,7 @@ def discover(directory: str | None = None) -> dict[str, str]:
 
     A benchmark is a file ``bench_<name>.py``; its docstring is read without importing it.
     """
-    import ast  # noqa: PLC0415 - CLI only
+    import ast
 
     directory = directory or BENCH_DIR
 
@@ -200,7 +200,7 @@ def run_benchmark(name: str, *, runs: int, warmup: int, out: str | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse  # noqa: PLC0415 - CLI only
+    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
     parser.add_argument("names", nargs="*", help="benchmarks to run (see --list)")

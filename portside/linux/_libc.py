@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 __all__ = ["SYSCALLS", "call", "libc", "syscall"]
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
-_ARCH = platform.machine()
+_ARCH = os.uname().machine
 
 #: syscall numbers libc has no wrapper for (or whose wrapper is too new), by arch
 SYSCALLS: dict[str, int] = {

@@ -128,7 +128,9 @@ class Kernel:
     def setdomainname(self, name: str) -> None:
         raise NotImplementedError
 
-    def mknod(self, path: str, mode: int, device: int) -> None:
+    def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
+        """Make a device node owned by ``uid``:``gid`` with exactly ``mode``'s
+        permission bits (the umask does not apply)."""
         raise NotImplementedError
 
 
@@ -161,9 +163,11 @@ class LinuxKernel(Kernel):
         raw = name.encode()
         call(f"setdomainname {name}", libc.setdomainname(raw, len(raw)))
 
-    def mknod(self, path: str, mode: int, device: int) -> None:
+    def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
         try:
             os.mknod(path, mode, device)
+            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chmod(path, mode & 0o7777, follow_symlinks=False)
         except OSError as exc:
             raise OSError(exc.errno, f"mknod {path}: {os.strerror(exc.errno or 0)}") from None
 
@@ -210,5 +214,5 @@ class RecordingKernel(Kernel):
     def setdomainname(self, name: str) -> None:
         self._record("setdomainname", name)
 
-    def mknod(self, path: str, mode: int, device: int) -> None:
-        self._record("mknod", path, mode, device)
+    def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
+        self._record("mknod", path, mode, device, uid, gid)

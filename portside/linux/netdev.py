@@ -22,4 +22,6 @@ def interface_up(name: str = "lo") -> None:
         flags = struct.unpack("16sH22x", res)[1]
         if flags & _IFF_UP:
             return
-        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags | _IFF_UP))
+        fcntl.ioctl(
+            s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags | _IFF_UP)
+        )

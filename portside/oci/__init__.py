@@ -11,8 +11,8 @@ from portside.oci.runtime_spec import (
 )
 
 __all__ = [
-    "Record",
     "LinuxResources",
+    "Record",
     "Spec",
     "SpecError",
     "State",

@@ -105,8 +105,7 @@ def map_of(item: Converter | type[Record]) -> Converter:
 
 def _as_converter(item: Converter | type[Record]) -> Converter:
     if isinstance(item, type) and issubclass(item, Record):
-        record = item
-        return lambda value, path: record.from_json(value, path)
+        return item.from_json
     return item
 
 

@@ -225,9 +225,7 @@ _THROTTLES = list_of(LinuxThrottleDevice)
 class LinuxBlockIO(Record):
     weight: int | None = F(INT)
     leaf_weight: int | None = F(INT, json="leafWeight")
-    weight_device: list[LinuxWeightDevice] = F(
-        list_of(LinuxWeightDevice), json="weightDevice"
-    )
+    weight_device: list[LinuxWeightDevice] = F(list_of(LinuxWeightDevice), json="weightDevice")
     throttle_read_bps_device: list[LinuxThrottleDevice] = F(
         _THROTTLES, json="throttleReadBpsDevice"
     )
@@ -264,7 +262,7 @@ class LinuxResources(Record):
 class LinuxSeccompArg(Record):
     index: int = F(INT, required=True)
     value: int = F(INT, 0)
-    value_two: int = F(INT, 0, json="valueTwo")
+    value_two: int | None = F(INT, json="valueTwo")
     op: str = F(STR, required=True)
 
 
@@ -301,6 +299,7 @@ class Linux(Record):
     mount_label: str | None = F(STR, json="mountLabel")
     intel_rdt: dict[str, Any] | None = F(ANY, json="intelRdt")
     personality: dict[str, Any] | None = F(ANY)
+    net_devices: dict[str, Any] = F(map_of(ANY), json="netDevices")
 
     def namespace(self, ns_type: str) -> LinuxNamespace | None:
         """The namespace entry of ``ns_type``, or None when the config has none."""

@@ -31,7 +31,7 @@ def cgroup_mounts(mountinfo: str) -> list[tuple[str, str, str]]:
         if not sep:
             continue
         fields = left.split()
-        fstype, _source, superopts = (right.split() + ["", "", ""])[:3]
+        fstype, _source, superopts = [*right.split(), "", "", ""][:3]
         if fstype in ("cgroup", "cgroup2") and len(fields) >= 5:
             out.append((fields[4], fstype, superopts))
     return out
@@ -48,8 +48,16 @@ def own_cgroups(proc_cgroup: str) -> dict[str, str]:
 
 
 _NOT_CONTROLLERS = {
-    "rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "nsdelegate",
-    "memory_recursiveprot", "favordynmods", "memory_localevents",
+    "rw",
+    "ro",
+    "xattr",
+    "noprefix",
+    "clone_children",
+    "cpuset_v2_mode",
+    "nsdelegate",
+    "memory_recursiveprot",
+    "favordynmods",
+    "memory_localevents",
 }
 
 

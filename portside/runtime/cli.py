@@ -42,6 +42,29 @@ class Flags:
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)
 
+    def int(self, name: str, default: int = 0) -> int:
+        """The flag as an integer; a non-number is a usage error naming the flag."""
+        value = self.values.get(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f'invalid value "{value}" for flag -{name}: not an integer') from None
+
+
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    """Go's strconv.ParseBool, as runc's flag parser uses."""
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f'invalid boolean value "{value}" for -{name}')
+
 
 def parse_flags(
     args: list[str],
@@ -75,7 +98,7 @@ def parse_flags(
         if kind is None:
             raise UsageError(f"flag provided but not defined: -{name}")
         if kind == "bool":
-            flags.values[name] = value.lower() not in ("false", "0") if eq else True
+            flags.values[name] = _parse_bool(name, value) if eq else True
         else:
             if not eq:
                 i += 1
@@ -114,8 +137,13 @@ CREATE_FLAGS = {
     "preserve-fds": "str",
 }
 
-RUN_FLAGS = {**CREATE_FLAGS, "detach": "bool", "d": "=detach", "keep": "bool",
-             "no-subreaper": "bool"}
+RUN_FLAGS = {
+    **CREATE_FLAGS,
+    "detach": "bool",
+    "d": "=detach",
+    "keep": "bool",
+    "no-subreaper": "bool",
+}
 
 EXEC_FLAGS = {
     "console-socket": "str",
@@ -206,7 +234,7 @@ def cmd_create(ctx: Context, args: list[str]) -> int:
         console_socket=flags.get("console-socket"),
         pid_file=flags.get("pid-file"),
         no_pivot=bool(flags.get("no-pivot")),
-        preserve_fds=int(flags.get("preserve-fds") or 0),
+        preserve_fds=flags.int("preserve-fds"),
     )
     return 0
 
@@ -229,7 +257,7 @@ def cmd_run(ctx: Context, args: list[str]) -> int:
         console_socket=flags.get("console-socket"),
         pid_file=flags.get("pid-file"),
         no_pivot=bool(flags.get("no-pivot")),
-        preserve_fds=int(flags.get("preserve-fds") or 0),
+        preserve_fds=flags.int("preserve-fds"),
         detach=bool(flags.get("detach")),
         keep=bool(flags.get("keep")),
         subreaper=not flags.get("no-subreaper"),
@@ -355,14 +383,19 @@ def _read_json_arg(path: str) -> Any:
         raise UsageError(f"{path}: invalid JSON: {exc}") from None
 
 
-def _parse_size(text: str) -> int:
-    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    t = text.strip().lower().rstrip("b") or "0"
-    if t == "-1":
-        return -1
-    if t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+def _parse_size(flag: str, text: str) -> int:
+    """A byte size like docker's: 512, 512k, 64m, 1.5g; -1 for unlimited."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    t = text.strip().lower()
+    t = t[:-1] if t.endswith("b") and len(t) > 1 and t[-2] in units else t.rstrip("b") or t
+    try:
+        if t == "-1":
+            return -1
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise UsageError(f'invalid value "{text}" for flag -{flag}: not a size') from None
 
 
 def update_resources(flags: Flags) -> dict[str, Any]:
@@ -386,17 +419,17 @@ def update_resources(flags: Flags) -> dict[str, Any]:
     }
     for key, flag in memory.items():
         if flags.get(flag) is not None:
-            res.setdefault("memory", {})[key] = _parse_size(flags.get(flag))
+            res.setdefault("memory", {})[key] = _parse_size(flag, flags.get(flag))
     for key, flag in cpu.items():
         if flags.get(flag) is not None:
-            res.setdefault("cpu", {})[key] = int(flags.get(flag))
+            res.setdefault("cpu", {})[key] = flags.int(flag)
     for key, flag in (("cpus", "cpuset-cpus"), ("mems", "cpuset-mems")):
         if flags.get(flag) is not None:
             res.setdefault("cpu", {})[key] = flags.get(flag)
     if flags.get("pids-limit") is not None:
-        res["pids"] = {"limit": int(flags.get("pids-limit"))}
+        res["pids"] = {"limit": flags.int("pids-limit")}
     if flags.get("blkio-weight") is not None:
-        res.setdefault("blockIO", {})["weight"] = int(flags.get("blkio-weight"))
+        res.setdefault("blockIO", {})["weight"] = flags.int("blkio-weight")
     return res
 
 
@@ -520,9 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flags, rest = parse_flags(args, GLOBAL_FLAGS)
         if flags.get("version"):
-            sys.stdout.write(
-                f"portside-runtime version {VERSION}\nspec: {SPEC_VERSION}\n"
-            )
+            sys.stdout.write(f"portside-runtime version {VERSION}\nspec: {SPEC_VERSION}\n")
             return 0
         if flags.get("help") or not rest:
             sys.stdout.write(USAGE)
@@ -536,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         _log_error(flags, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return 1
+    except ValueError as exc:  # a number flag that is not a number
+        _log_error(flags, f"invalid value: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

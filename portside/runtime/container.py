@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 from portside.errors import InvalidArgument, NotFound
 from portside.oci.runtime_spec import State, load_spec
-from portside.runtime import init, namespaces, process
 from portside.runtime.errors import InvalidState
 from portside.runtime.state import (
     ContainerState,
@@ -26,15 +24,16 @@ from portside.runtime.state import (
     atomic_write,
     process_start_time,
 )
-from portside.runtime.sync import sync_pair
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
     from portside.linux.kernel import Kernel
     from portside.oci.runtime_spec import LinuxResources, Process, Spec
     from portside.runtime.cgroups import CgroupManager
+    from portside.runtime.namespaces import NamespacePlan
 
 __all__ = ["DEFAULT_ROOT", "Runtime"]
 
@@ -50,6 +49,8 @@ def _now() -> str:
 
 
 def _connect_console(path: str) -> socket.socket:
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -74,6 +75,12 @@ class Runtime:
     # --- helpers ---------------------------------------------------------------
 
     def _cgroup(self, st: ContainerState) -> CgroupManager:
+        """The container's cgroup: reopened from the directories recorded at
+        create (a relative cgroupsPath depends on the caller's own cgroup)."""
+        if st.cgroup:
+            from portside.runtime.cgroups import manager_from_json
+
+            return manager_from_json(st.cgroup)
         from portside.runtime.cgroups import open_manager
 
         return open_manager(st.cgroups_path or None, st.id, systemd=st.systemd_cgroup)
@@ -170,6 +177,8 @@ class Runtime:
     ) -> ContainerState:
         """Create the container; its init waits for :meth:`start` before running
         the user's process."""
+        from portside.runtime import init, namespaces, process  # create-only: lazy
+
         bundle = os.path.abspath(bundle)
         spec, rootfs = self._prepare(bundle)
         plan = namespaces.plan_namespaces(spec.linux)
@@ -194,9 +203,17 @@ class Runtime:
         )
         cleanup: list[Any] = []
         try:
-            self._spawn(st, spec, plan, rlimits, statedir, cleanup,
-                        console_socket=console_socket, no_pivot=no_pivot,
-                        preserve_fds=preserve_fds)
+            self._spawn(
+                st,
+                spec,
+                plan,
+                rlimits=rlimits,
+                statedir=statedir,
+                cleanup=cleanup,
+                console_socket=console_socket,
+                no_pivot=no_pivot,
+                preserve_fds=preserve_fds,
+            )
             self.store.save(st)
             if pid_file:
                 atomic_write(os.path.abspath(pid_file), str(st.pid).encode())
@@ -214,18 +231,22 @@ class Runtime:
         self,
         st: ContainerState,
         spec: Spec,
-        plan: namespaces.NamespacePlan,
+        plan: NamespacePlan,
+        *,
         rlimits: list[tuple[int, int, int]],
         statedir: str,
         cleanup: list[Any],
-        *,
         console_socket: str | None,
         no_pivot: bool,
         preserve_fds: int,
     ) -> None:
+        from portside.runtime import init, namespaces
+        from portside.runtime.sync import sync_pair
+
         cg = self._cgroup(st)
         cg.create()
         cleanup.append(cg.destroy)
+        st.cgroup = cg.to_json()
         from portside.runtime.resources import effective_resources
 
         cg.set(effective_resources(spec))
@@ -236,9 +257,18 @@ class Runtime:
         join_fds = namespaces.open_namespace_fds(plan)
         parent, child = sync_pair()
         ctx = init.InitContext(
-            spec=spec, bundle=st.bundle, rootfs=st.rootfs, sync=child, plan=plan,
-            join_fds=join_fds, cgroup_join=lambda: cg.apply(0), fifo_fd=fifo_fd,
-            console=console, rlimits=rlimits, no_pivot=no_pivot, preserve_fds=preserve_fds,
+            spec=spec,
+            bundle=st.bundle,
+            rootfs=st.rootfs,
+            sync=child,
+            plan=plan,
+            join_fds=join_fds,
+            cgroup_join=lambda: cg.apply(0),
+            fifo_fd=fifo_fd,
+            console=console,
+            rlimits=rlimits,
+            no_pivot=no_pivot,
+            preserve_fds=preserve_fds,
             kernel=self.kernel,
         )
         try:
@@ -263,8 +293,6 @@ class Runtime:
     def _handshake(
         self, st: ContainerState, spec: Spec, parent: Any, stage1: int, cleanup: list[Any]
     ) -> None:
-        from portside.runtime.hooks import run_hooks
-
         msg = parent.expect_any(("userns", "pid"), "create")
         if msg["type"] == "userns":
             linux = spec.linux
@@ -280,7 +308,9 @@ class Runtime:
         parent.expect("prestart", "create")
         state = self.oci_state(st, "creating")
         hooks = spec.hooks
-        if hooks is not None:
+        if hooks is not None and (hooks.prestart or hooks.create_runtime):
+            from portside.runtime.hooks import run_hooks
+
             run_hooks(hooks.prestart, state, "prestart")
             run_hooks(hooks.create_runtime, state, "createRuntime")
         parent.send("hooks_done", state=state.to_json())
@@ -393,8 +423,12 @@ class Runtime:
         if status not in (RUNNING, CREATED):
             raise InvalidState(container_id, "exec in", status)
         pid = exec_in(
-            st, self._cgroup(st), proc, console_socket=console_socket,
-            preserve_fds=preserve_fds, kernel=self.kernel,
+            st,
+            self._cgroup(st),
+            proc,
+            console_socket=console_socket,
+            preserve_fds=preserve_fds,
+            kernel=self.kernel,
         )
         if pid_file:
             atomic_write(os.path.abspath(pid_file), str(pid).encode())
@@ -413,7 +447,9 @@ def _write_id_maps(pid: int, linux: Any) -> None:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(text)
         except OSError as exc:
-            raise InvalidArgument(f"linux.{name}: writing {text.strip()!r}: {exc.strerror}") from exc
+            raise InvalidArgument(
+                f"linux.{name}: writing {text.strip()!r}: {exc.strerror}"
+            ) from exc
 
 
 def _wait_fifo(fd: int, st: ContainerState) -> None:

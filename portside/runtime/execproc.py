@@ -50,6 +50,7 @@ class _Exec:
     def __init__(
         self,
         proc: Process,
+        *,
         sync: SyncSocket,
         fds: list[tuple[str, int]],
         cgroup: CgroupManager,
@@ -133,8 +134,17 @@ def exec_in(
     console = _connect_console(console_socket) if console_socket and proc.terminal else None
     fds = container_namespaces(st.pid)
     parent, child = sync_pair()
-    ex = _Exec(proc, child, fds, cgroup, seccomp, console, rlimits, preserve_fds,
-               kernel or K.LinuxKernel())
+    ex = _Exec(
+        proc,
+        sync=child,
+        fds=fds,
+        cgroup=cgroup,
+        seccomp=seccomp,
+        console=console,
+        rlimits=rlimits,
+        preserve_fds=preserve_fds,
+        kernel=kernel or K.LinuxKernel(),
+    )
     try:
         stage1 = os.fork()
         if stage1 == 0:

@@ -66,4 +66,3 @@ def run_hooks(hooks: list[Hook], state: State, phase: str) -> None:
             if phase != "poststop":
                 raise
             print(f"portside-runtime: warning: {exc}", file=sys.stderr)
-

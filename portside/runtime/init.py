@@ -62,7 +62,9 @@ def check_sysctls(sysctl: dict[str, str], plan: NamespacePlan) -> None:
         norm = key.replace("/", ".")
         ns = next((n for prefix, n in _NAMESPACED_SYSCTLS if norm.startswith(prefix)), None)
         if ns is None:
-            raise InvalidArgument(f"linux.sysctl: {key} is not namespaced; it would change the host")
+            raise InvalidArgument(
+                f"linux.sysctl: {key} is not namespaced; it would change the host"
+            )
         if not plan.has(ns):
             raise InvalidArgument(
                 f"linux.sysctl: {key} needs a {ns} namespace of the container's own"

@@ -78,7 +78,9 @@ def open_namespace_fds(plan: NamespacePlan) -> list[tuple[str, int]]:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise NotFound(f"linux.namespaces: {ns_type} namespace {path} does not exist") from None
+                raise NotFound(
+                    f"linux.namespaces: {ns_type} namespace {path} does not exist"
+                ) from None
             fds.append((ns_type, fd))
             target = os.readlink(f"/proc/self/fd/{fd}")
             expected = NS_PROC_NAMES[ns_type]

@@ -19,21 +19,6 @@ __all__ = ["mkdir_all_in_root", "open_in_root", "secure_join"]
 _MAX_SYMLINKS = 255
 
 
-def _clean(path: str) -> list[str]:
-    """The components of ``path`` with '.', '' removed and '..' applied lexically
-    (never above the root)."""
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return parts
-
-
 def secure_join(root: str, unsafe: str) -> str:
     """``root`` joined with ``unsafe``, every symlink resolved inside ``root``.
 
@@ -41,7 +26,7 @@ def secure_join(root: str, unsafe: str) -> str:
     ``root`` itself or a path below it.
     """
     root = os.path.abspath(root)
-    pending = _clean(unsafe)
+    pending = [p for p in unsafe.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
     while pending:
@@ -103,5 +88,7 @@ def mkdir_all_in_root(root: str, unsafe: str, mode: int = 0o755) -> str:
         except FileExistsError:
             st = os.lstat(current)
             if not stat.S_ISDIR(st.st_mode):
-                raise InvalidArgument(f"{unsafe}: {current} exists and is not a directory") from None
+                raise InvalidArgument(
+                    f"{unsafe}: {current} exists and is not a directory"
+                ) from None
     return path

@@ -36,14 +36,19 @@ def effective_resources(spec: Spec) -> LinuxResources:
     res = LinuxResources.from_json(base.to_json()) if base is not None else LinuxResources()
     rules = list(res.devices)
     for kind, major, minor, access in ALLOWED_DEVICES:
-        rules.append(LinuxDeviceCgroup(allow=True, type=kind, major=major, minor=minor, access=access))
+        rules.append(
+            LinuxDeviceCgroup(allow=True, type=kind, major=major, minor=minor, access=access)
+        )
     for dev in linux.devices if linux is not None else []:
         if dev.type not in ("c", "u", "b"):
             continue  # fifos are not device-cgroup controlled
         rules.append(
             LinuxDeviceCgroup(
-                allow=True, type=dev.type if dev.type != "u" else "c",
-                major=dev.major, minor=dev.minor, access="rwm",
+                allow=True,
+                type=dev.type if dev.type != "u" else "c",
+                major=dev.major,
+                minor=dev.minor,
+                access="rwm",
             )
         )
     res.devices = rules

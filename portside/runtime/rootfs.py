@@ -126,7 +126,10 @@ class MountOptions:
         return bool(self.flags & K.MS_BIND)
 
     def __repr__(self) -> str:
-        return f"MountOptions(flags={self.flags:#x}, propagation={self.propagation}, data={self.data!r})"
+        return (
+            f"MountOptions(flags={self.flags:#x}, propagation={self.propagation}, "
+            f"data={self.data!r})"
+        )
 
 
 def parse_mount_options(options: list[str]) -> MountOptions:
@@ -265,8 +268,17 @@ def mount_all(
 
 
 def _node(
-    k: Kernel, rootfs: str, path: str, kind: str, major: int, minor: int, mode: int,
-    uid: int, gid: int, bind: bool,
+    k: Kernel,
+    rootfs: str,
+    path: str,
+    kind: str,
+    *,
+    major: int,
+    minor: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    bind: bool,
 ) -> None:
     dest = secure_join(rootfs, path)
     mkdir_all_in_root(rootfs, os.path.dirname(path))
@@ -279,17 +291,24 @@ def _node(
     type_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     if kind not in type_bits:
         raise InvalidArgument(f"linux.devices: {path}: unknown device type {kind!r}")
-    k.mknod(dest, type_bits[kind] | (mode & 0o7777), os.makedev(major, minor))
-    os.chown(dest, uid, gid, follow_symlinks=False)
-    os.chmod(dest, mode & 0o7777, follow_symlinks=False)
+    k.mknod(dest, type_bits[kind] | (mode & 0o7777), os.makedev(major, minor), uid, gid)
 
 
-def create_devices(
-    k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_userns: bool
-) -> None:
+def create_devices(k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_userns: bool) -> None:
     """The default devices, then linux.devices, then /dev's standard links."""
     for path, kind, major, minor in DEFAULT_DEVICES:
-        _node(k, rootfs, path, kind, major, minor, 0o666, 0, 0, in_userns)
+        _node(
+            k,
+            rootfs,
+            path,
+            kind,
+            major=major,
+            minor=minor,
+            mode=0o666,
+            uid=0,
+            gid=0,
+            bind=in_userns,
+        )
     for i, dev in enumerate(devices):
         if not dev.path.startswith("/dev/"):
             raise InvalidArgument(f"linux.devices[{i}].path: {dev.path!r} is not under /dev")
@@ -297,8 +316,16 @@ def create_devices(
             raise InvalidArgument(f"linux.devices[{i}]: {dev.path} needs major and minor")
         mode = 0o666 if dev.file_mode is None else dev.file_mode
         _node(
-            k, rootfs, dev.path, dev.type, dev.major or 0, dev.minor or 0, mode,
-            dev.uid or 0, dev.gid or 0, in_userns,
+            k,
+            rootfs,
+            dev.path,
+            dev.type,
+            major=dev.major or 0,
+            minor=dev.minor or 0,
+            mode=mode,
+            uid=dev.uid or 0,
+            gid=dev.gid or 0,
+            bind=in_userns,
         )
     links = [
         ("/proc/self/fd", "/dev/fd"),

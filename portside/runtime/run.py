@@ -181,7 +181,11 @@ def run_container(
     if subreaper and not detach:
         _set_subreaper()
     st = rt.create(
-        cid, bundle, console_socket=console_socket, pid_file=pid_file, no_pivot=no_pivot,
+        cid,
+        bundle,
+        console_socket=console_socket,
+        pid_file=pid_file,
+        no_pivot=no_pivot,
         preserve_fds=preserve_fds,
     )
     try:
@@ -261,8 +265,11 @@ def exec_command(rt: Runtime, cid: str, flags: Flags, args: list[str]) -> int:
     if not detach:
         _set_subreaper()
     pid = rt.exec(
-        cid, proc, console_socket=console_socket, pid_file=flags.get("pid-file"),
-        preserve_fds=int(flags.get("preserve-fds") or 0),
+        cid,
+        proc,
+        console_socket=console_socket,
+        pid_file=flags.get("pid-file"),
+        preserve_fds=flags.int("preserve-fds"),
     )
     if console is not None:
         console.receive()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
+from portside.errors import Internal
 from portside.oci._json import ANY, BOOL, INT, STR, F, Record, map_of
 from portside.runtime.errors import ContainerExists, ContainerNotFound, InvalidID
 
@@ -44,6 +44,7 @@ class ContainerState(Record):
     cgroups_path: str = F(STR, "", json="cgroupsPath")
     systemd_cgroup: bool = F(BOOL, False, json="systemdCgroup")
     config: dict[str, Any] = F(ANY)
+    cgroup: dict[str, Any] | None = F(ANY)
     oci_version: str = F(STR, "", json="ociVersion")
 
 
@@ -59,11 +60,18 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def process_start_time(pid: int) -> int | None:
@@ -111,6 +119,8 @@ class StateStore:
                 return ContainerState.from_json(json.load(f))
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerNotFound(container_id) from None
+        except ValueError as exc:  # JSONDecodeError, or a state file of another schema
+            raise Internal(f"{path}: corrupt state file: {exc}") from exc
 
     def ids(self) -> list[str]:
         try:
@@ -120,4 +130,6 @@ class StateStore:
         return [n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE))]
 
     def remove(self, container_id: str) -> None:
+        import shutil
+
         shutil.rmtree(self.dir(container_id), ignore_errors=True)

@@ -39,7 +39,7 @@ def clone_rootfs(src: str, dest: str) -> str:
     Uses ``cp -a --reflink=auto``: a busybox rootfs (one binary, hundreds of links)
     copies in milliseconds. Returns the absolute path of ``dest``.
     """
-    import subprocess  # noqa: PLC0415 - tests and benchmarks only
+    import subprocess
 
     dest = os.path.abspath(dest)
     if os.path.lexists(dest):

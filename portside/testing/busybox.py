@@ -90,7 +90,7 @@ def busybox_available(busybox: str = DEFAULT_BUSYBOX) -> bool:
 
 def _applets(busybox: str) -> list[str]:
     """The applet paths relative to the root, e.g. ``usr/bin/wc`` (``busybox --list-full``)."""
-    import subprocess  # noqa: PLC0415 - only when building a rootfs
+    import subprocess
 
     try:
         out = subprocess.run(
