@@ -297,3 +297,33 @@ class SeccompFilter:
 
     def __del__(self) -> None:
         self.release()
+
+
+#: SECCOMP_FILTER_FLAG_* of the seccomp(2) syscall
+FILTER_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1,
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+}
+
+
+def load_bpf(program: bytes, flags: int = 0) -> None:
+    """Install a compiled filter (``export_bpf`` output) in the calling thread with
+    seccomp(SECCOMP_SET_MODE_FILTER). Needs no libseccomp, so a child can load a
+    filter compiled by its parent after it can no longer see the host's libraries."""
+    import ctypes
+
+    from portside.linux._libc import syscall
+
+    if len(program) % 8 or not program:
+        raise InvalidArgument(f"seccomp: a BPF program of {len(program)} bytes is malformed")
+
+    class _Prog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_char_p))
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _Prog(len(program) // 8, ctypes.cast(buf, ctypes.c_char_p))
+    try:
+        syscall("seccomp", 1, ctypes.c_ulong(flags), ctypes.byref(prog))
+    except OSError as exc:
+        raise _error("seccomp(SET_MODE_FILTER)", -(exc.errno or 1)) from None

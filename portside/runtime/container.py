@@ -140,7 +140,7 @@ class Runtime:
 
     # --- create ----------------------------------------------------------------
 
-    def _prepare(self, bundle: str) -> tuple[Spec, str]:
+    def _prepare(self, bundle: str) -> tuple[Spec, str, tuple[bytes, int] | None]:
         spec = load_spec(os.path.join(bundle, "config.json"))
         if spec.process is None:
             raise InvalidArgument("process: a container needs a process to run")
@@ -153,17 +153,18 @@ class Runtime:
         if not os.path.isdir(rootfs):
             raise NotFound(f"root.path: rootfs {rootfs} does not exist")
         linux = spec.linux
+        seccomp = None
         if linux is not None and linux.seccomp is not None:
-            from portside.runtime.seccomp import compile_seccomp
+            from portside.runtime.seccomp import compile_profile
 
-            compile_seccomp(linux.seccomp)  # a bad profile fails here, with its JSON path
+            seccomp = compile_profile(linux.seccomp)  # a bad profile fails here, with its path
         caps = spec.process.capabilities
         if caps is not None:
             from portside.linux.caps import parse_caps
 
             for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
                 parse_caps(getattr(caps, name), f"process.capabilities.{name}")
-        return spec, rootfs
+        return spec, rootfs, seccomp
 
     def create(
         self,
@@ -180,7 +181,7 @@ class Runtime:
         from portside.runtime import init, namespaces, process  # create-only: lazy
 
         bundle = os.path.abspath(bundle)
-        spec, rootfs = self._prepare(bundle)
+        spec, rootfs, seccomp = self._prepare(bundle)
         plan = namespaces.plan_namespaces(spec.linux)
         if spec.linux is not None:
             init.check_sysctls(spec.linux.sysctl, plan)
@@ -207,6 +208,7 @@ class Runtime:
                 st,
                 spec,
                 plan,
+                seccomp=seccomp,
                 rlimits=rlimits,
                 statedir=statedir,
                 cleanup=cleanup,
@@ -233,6 +235,7 @@ class Runtime:
         spec: Spec,
         plan: NamespacePlan,
         *,
+        seccomp: tuple[bytes, int] | None,
         rlimits: list[tuple[int, int, int]],
         statedir: str,
         cleanup: list[Any],
@@ -240,9 +243,16 @@ class Runtime:
         no_pivot: bool,
         preserve_fds: int,
     ) -> None:
-        from portside.runtime import init, namespaces
+        from portside.runtime import init, namespaces, process
         from portside.runtime.sync import sync_pair
 
+        hooks = spec.hooks
+        assert spec.process is not None
+        process.preload(
+            terminal=bool(spec.process.terminal),
+            seccomp=seccomp is not None,
+            hooks=hooks is not None and bool(hooks.start_container or hooks.create_container),
+        )
         cg = self._cgroup(st)
         cg.create()
         cleanup.append(cg.destroy)
@@ -266,6 +276,7 @@ class Runtime:
             cgroup_join=lambda: cg.apply(0),
             fifo_fd=fifo_fd,
             console=console,
+            seccomp=seccomp,
             rlimits=rlimits,
             no_pivot=no_pivot,
             preserve_fds=preserve_fds,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import socket
 
     from portside.linux.kernel import Kernel
-    from portside.oci.runtime_spec import LinuxSeccomp, Process
+    from portside.oci.runtime_spec import Process
     from portside.runtime.cgroups import CgroupManager
     from portside.runtime.state import ContainerState
     from portside.runtime.sync import SyncSocket
@@ -54,7 +54,7 @@ class _Exec:
         sync: SyncSocket,
         fds: list[tuple[str, int]],
         cgroup: CgroupManager,
-        seccomp: LinuxSeccomp | None,
+        seccomp: tuple[bytes, int] | None,
         console: socket.socket | None,
         rlimits: list[tuple[int, int, int]],
         preserve_fds: int,
@@ -130,7 +130,12 @@ def exec_in(
 
     rlimits = process.check_rlimits(proc.rlimits)
     linux = st.config.get("linux") or {}
-    seccomp = LinuxSeccomp.from_json(linux["seccomp"]) if linux.get("seccomp") else None
+    seccomp = None
+    if linux.get("seccomp"):
+        from portside.runtime.seccomp import compile_profile
+
+        seccomp = compile_profile(LinuxSeccomp.from_json(linux["seccomp"], "linux.seccomp"))
+    process.preload(terminal=bool(proc.terminal), seccomp=seccomp is not None, hooks=False)
     console = _connect_console(console_socket) if console_socket and proc.terminal else None
     fds = container_namespaces(st.pid)
     parent, child = sync_pair()

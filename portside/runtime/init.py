@@ -86,6 +86,7 @@ class InitContext:
         cgroup_join: Callable[[], None],
         fifo_fd: int | None,
         console: socket.socket | None,
+        seccomp: tuple[bytes, int] | None,
         rlimits: list[tuple[int, int, int]],
         no_pivot: bool = False,
         preserve_fds: int = 0,
@@ -100,6 +101,7 @@ class InitContext:
         self.cgroup_join = cgroup_join
         self.fifo_fd = fifo_fd
         self.console = console
+        self.seccomp = seccomp
         self.rlimits = rlimits
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
@@ -305,10 +307,7 @@ def _init(ctx: InitContext) -> None:
         _wait_start(ctx)
         proc = ctx.spec.process
         assert proc is not None
-        linux = ctx.spec.linux
-        process.exec_process(
-            proc, ctx.exec_path, linux.seccomp if linux else None, preserve_fds=ctx.preserve_fds
-        )
+        process.exec_process(proc, ctx.exec_path, ctx.seccomp, preserve_fds=ctx.preserve_fds)
     except BaseException as exc:
         os.write(2, f"portside-runtime: {ctx.step}: {exc}\n".encode())
         os._exit(127)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from portside.errors import InvalidArgument, NotFound
-from portside.linux.kernel import CLONE_FLAGS, CLONE_NEWUSER, NS_PROC_NAMES
+from portside.linux.kernel import CLONE_FLAGS, CLONE_NEWUSER
 from portside.oci.runtime_spec import NAMESPACE_TYPES
 
 TYPE_CHECKING = False
@@ -70,6 +70,22 @@ def plan_namespaces(linux: Linux | None) -> NamespacePlan:
     return NamespacePlan(join, new)
 
 
+_NS_GET_NSTYPE = 0xB703
+
+
+def _ns_type(fd: int, path: str) -> int | None:
+    """The CLONE_NEW* flag of a namespace fd (ioctl NS_GET_NSTYPE); None if the
+    kernel cannot tell. A file that is not a namespace at all fails."""
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError as exc:
+        if exc.errno == 25:  # ENOTTY: not an nsfs file
+            raise InvalidArgument(f"linux.namespaces: {path} is not a namespace") from None
+        return None
+
+
 def open_namespace_fds(plan: NamespacePlan) -> list[tuple[str, int]]:
     """Open every namespace to join, checking each is a namespace of its type."""
     fds: list[tuple[str, int]] = []
@@ -82,12 +98,9 @@ def open_namespace_fds(plan: NamespacePlan) -> list[tuple[str, int]]:
                     f"linux.namespaces: {ns_type} namespace {path} does not exist"
                 ) from None
             fds.append((ns_type, fd))
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            expected = NS_PROC_NAMES[ns_type]
-            if not target.startswith(f"{expected}:["):
-                raise InvalidArgument(
-                    f"linux.namespaces: {path} is not a {ns_type} namespace ({target})"
-                )
+            kind = _ns_type(fd, path)
+            if kind is not None and kind != CLONE_FLAGS[ns_type]:
+                raise InvalidArgument(f"linux.namespaces: {path} is not a {ns_type} namespace")
     except BaseException:
         for _, fd in fds:
             os.close(fd)

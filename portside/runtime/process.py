@@ -15,7 +15,7 @@ from portside.errors import InvalidArgument, NotFound, PermissionDenied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from portside.oci.runtime_spec import LinuxSeccomp, POSIXRlimit, Process
+    from portside.oci.runtime_spec import POSIXRlimit, Process
 
 __all__ = [
     "DEFAULT_PATH",
@@ -134,8 +134,8 @@ def lookpath(cmd: str, env: list[str]) -> str:
 
 def setup_terminal(console: socket.socket, proc: Process, *, mount_console: bool) -> None:
     """Open a pty in the container's devpts, send the master over the console
-    socket (one message "/dev/ptmx" + the fd, as runc), and make the slave our
-    controlling terminal and stdio."""
+    socket (one message "/dev/ptmx" + the fd, as runc), and make the slave the
+    controlling terminal and stdio of the calling session leader."""
     import fcntl
     import termios
 
@@ -158,7 +158,7 @@ def setup_terminal(console: socket.socket, proc: Process, *, mount_console: bool
         if not os.path.lexists("/dev/console"):
             os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         LinuxKernel().mount(name, "/dev/console", None, MS_BIND, None)
-    os.setsid()
+    # the caller is already a session leader (init and exec call setsid first)
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
@@ -195,7 +195,7 @@ def _env_dict(env: list[str]) -> dict[str, str]:
 def exec_process(
     proc: Process,
     path: str,
-    seccomp: LinuxSeccomp | None,
+    seccomp: tuple[bytes, int] | None,
     *,
     preserve_fds: int = 0,
 ) -> None:
@@ -241,10 +241,26 @@ def _set_user(uid: int, gid: int, groups: list[int]) -> None:
     os.setresuid(uid, uid, uid)
 
 
-def _load_seccomp(spec: LinuxSeccomp) -> None:
-    from portside.runtime.seccomp import load_seccomp
+def _load_seccomp(compiled: tuple[bytes, int]) -> None:
+    from portside.linux.seccomp import load_bpf
 
-    load_seccomp(spec)
+    load_bpf(*compiled)
+
+
+def preload(*, terminal: bool, seccomp: bool, hooks: bool) -> None:
+    """Import what the child needs after it enters the container's mount
+    namespace, where the host's Python library is out of sight."""
+    import resource  # noqa: F401  (apply_rlimits)
+
+    from portside.linux import caps  # noqa: F401
+
+    if terminal:
+        import fcntl  # noqa: F401
+        import termios  # noqa: F401
+    if seccomp:
+        from portside.linux import seccomp as _seccomp  # noqa: F401
+    if hooks:
+        from portside.runtime import hooks as _hooks  # noqa: F401
 
 
 def check_cwd(cwd: str) -> None:

@@ -224,29 +224,56 @@ def _mount_one(
         dest = mkdir_all_in_root(rootfs, m.destination)
     fd = open_in_root(rootfs, dest, f"mount {m.destination}")
     try:
-        target = f"/proc/self/fd/{fd}"
-        if special is not None and special(m, dest):
-            return
-        if opts.is_bind:
-            k.mount(source, target, None, K.MS_BIND | (opts.flags & K.MS_REC), None)
-            extra = opts.flags & ~(K.MS_BIND | K.MS_REC | K.MS_REMOUNT)
-            if extra:
-                _remount(k, target, K.MS_BIND | extra)
-        else:
-            try:
-                k.mount(source, target, fstype, opts.flags, opts.data or None)
-            except PermissionError:
-                # sysfs/mqueue need a net/ipc namespace of our own: bind the host's
-                host = _HOST_FALLBACK.get(fstype or "")
-                if host is None:
-                    raise
-                k.mount(host, target, None, K.MS_BIND | K.MS_REC, None)
-                if opts.flags & K.MS_RDONLY:
-                    _remount(k, target, K.MS_BIND | K.MS_REC | K.MS_RDONLY)
-        for prop in opts.propagation:
-            k.mount(None, target, None, prop, None)
+        _mount_at(k, m, opts=opts, fstype=fstype, source=source, dest=dest, fd=fd, special=special)
+    except OSError as exc:
+        detail = f"mount {source} on {m.destination} (type {fstype}, options {','.join(m.options)})"
+        raise OSError(exc.errno, f"{detail}: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(fd)
+
+
+def _mount_at(
+    k: Kernel,
+    m: Mount,
+    *,
+    opts: MountOptions,
+    fstype: str | None,
+    source: str,
+    dest: str,
+    fd: int,
+    special: Callable[[Mount, str], bool] | None,
+) -> None:
+    """Mount ``m`` on the checked fd of its destination.
+
+    The fd names what was *under* the mount once it is made, so remounts and
+    propagation changes go through a fresh, re-checked fd of the new mount."""
+    target = f"/proc/self/fd/{fd}"
+    if special is not None and special(m, dest):
+        return
+    if opts.is_bind:
+        k.mount(source, target, None, K.MS_BIND | (opts.flags & K.MS_REC), None)
+    else:
+        try:
+            k.mount(source, target, fstype, opts.flags, opts.data or None)
+        except PermissionError:
+            # sysfs/mqueue need a net/ipc namespace of our own: bind the host's
+            host = _HOST_FALLBACK.get(fstype or "")
+            if host is None:
+                raise
+            k.mount(host, target, None, K.MS_BIND | K.MS_REC, None)
+            opts = MountOptions(opts.flags | K.MS_BIND | K.MS_REC, opts.propagation, "")
+    extra = opts.flags & ~(K.MS_BIND | K.MS_REC | K.MS_REMOUNT) if opts.is_bind else 0
+    if not extra and not opts.propagation:
+        return
+    mounted = open_in_root(os.path.dirname(dest) or dest, dest, f"mount {m.destination}")
+    try:
+        top = f"/proc/self/fd/{mounted}"
+        if extra:
+            _remount(k, top, K.MS_BIND | extra)
+        for prop in opts.propagation:
+            k.mount(None, top, None, prop, None)
+    finally:
+        os.close(mounted)
 
 
 def mount_all(

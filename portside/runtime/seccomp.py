@@ -201,6 +201,19 @@ def compile_seccomp(spec: LinuxSeccomp) -> bytes:
         return filt.export_bpf()
 
 
+def compile_profile(spec: LinuxSeccomp) -> tuple[bytes, int]:
+    """The BPF program of ``spec`` and the seccomp(2) flags to load it with.
+
+    The parent compiles (libseccomp is a host library); the container's init
+    loads the bytes with :func:`portside.linux.seccomp.load_bpf` after pivot_root,
+    where libseccomp is out of sight."""
+    plan = plan_seccomp(spec)
+    flags = 0
+    for name, _attr in plan.attrs:
+        flags |= scmp.FILTER_FLAGS.get(name, 0)
+    return compile_seccomp(spec), flags
+
+
 def load_seccomp(spec: LinuxSeccomp) -> None:
     """Build ``spec`` and load it into the calling process (right before execve)."""
     with build_filter(spec) as filt:
