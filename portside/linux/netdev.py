@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import _socket
 import struct
 
 __all__ = ["interface_up"]
@@ -16,7 +16,8 @@ def interface_up(name: str = "lo") -> None:
     """Set interface ``name`` up in the current network namespace."""
     import fcntl
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         req = struct.pack("16sH22x", name.encode(), 0)
         res = fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req)
         flags = struct.unpack("16sH22x", res)[1]
@@ -25,3 +26,5 @@ def interface_up(name: str = "lo") -> None:
         fcntl.ioctl(
             s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags | _IFF_UP)
         )
+    finally:
+        s.close()

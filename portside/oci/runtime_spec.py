@@ -7,8 +7,7 @@ accepted.
 
 from __future__ import annotations
 
-import json
-
+from portside.oci import fastjson
 from portside.oci._json import ANY, BOOL, INT, STR, F, Record, SpecError, list_of, map_of
 
 TYPE_CHECKING = False
@@ -377,10 +376,10 @@ def load_spec(path: str) -> Spec:
     """Read and validate the config.json at ``path``."""
     try:
         with open(path, "rb") as f:
-            data = json.load(f)
+            data = fastjson.loads(f.read())
     except FileNotFoundError as exc:
         raise SpecError(f"{path}: no such file") from exc
-    except json.JSONDecodeError as exc:
+    except fastjson.JSONError as exc:
         raise SpecError(f"{path}: invalid JSON: {exc}") from exc
     try:
         return parse_spec(data)

@@ -9,11 +9,11 @@ log file in text or JSON (containerd reads the last JSON error from it).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from portside.errors import InvalidArgument, PortsideError
+from portside.oci import fastjson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def _one_id(rest: list[str], command: str, extra_ok: bool = False) -> str:
 
 
 def _print_json(data: Any, indent: bool = False) -> None:
-    sys.stdout.write(json.dumps(data, indent=2 if indent else None) + "\n")
+    sys.stdout.write(fastjson.dumps(data, indent=2 if indent else None) + "\n")
 
 
 # --- commands -----------------------------------------------------------------
@@ -271,17 +271,18 @@ def cmd_state(ctx: Context, args: list[str]) -> int:
 
 
 def parse_signal(text: str) -> int:
-    import signal
+    """A signal number from "9", "KILL" or "SIGKILL" (any case)."""
+    import _signal
 
     name = text.upper()
     if name.isdigit():
         return int(name)
     if not name.startswith("SIG"):
         name = "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise UsageError(f"unknown signal {text!r}") from None
+    value = getattr(_signal, name, None) if not name.startswith("SIG_") else None
+    if not isinstance(value, int):
+        raise UsageError(f"unknown signal {text!r}")
+    return value
 
 
 def cmd_kill(ctx: Context, args: list[str]) -> int:
@@ -374,12 +375,12 @@ def cmd_list(ctx: Context, args: list[str]) -> int:
 def _read_json_arg(path: str) -> Any:
     try:
         if path == "-":
-            return json.load(sys.stdin)
+            return fastjson.loads(sys.stdin.read())
         with open(path) as f:
-            return json.load(f)
+            return fastjson.loads(f.read())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
+    except fastjson.JSONError as exc:
         raise UsageError(f"{path}: invalid JSON: {exc}") from None
 
 
@@ -537,9 +538,9 @@ def _log_error(flags: Flags, message: str) -> None:
 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if flags.get("log-format") == "json":
-        line = json.dumps({"level": "error", "msg": message, "time": now})
+        line = fastjson.dumps({"level": "error", "msg": message, "time": now})
     else:
-        line = f'time="{now}" level=error msg={json.dumps(message)}'
+        line = f'time="{now}" level=error msg={fastjson.dumps(message)}'
     try:
         with open(path, "a") as f:
             f.write(line + "\n")

@@ -11,8 +11,8 @@ wrong state an :class:`~portside.runtime.errors.InvalidState`.
 
 from __future__ import annotations
 
+import _signal as signal  # the enum-free core of :mod:`signal` (import cost)
 import os
-import signal
 import time
 
 from portside.errors import InvalidArgument, NotFound
@@ -262,6 +262,8 @@ class Runtime:
         cg.set(effective_resources(spec))
         fifo = os.path.join(statedir, "exec.fifo")
         os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # not the caller's umask: init may be another user
+        os.chown(fifo, *_host_root(spec))
         fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         console = _connect_console(console_socket) if console_socket else None
         join_fds = namespaces.open_namespace_fds(plan)
@@ -447,6 +449,18 @@ class Runtime:
 
 
 # --- module helpers -----------------------------------------------------------
+
+
+def _host_root(spec: Spec) -> tuple[int, int]:
+    """The host uid and gid of the container's root (its user namespace's 0)."""
+    linux = spec.linux
+    if linux is None or linux.namespace("user") is None:
+        return 0, 0
+    ids = []
+    for maps in (linux.uid_mappings, linux.gid_mappings):
+        host = next((m.host_id for m in maps if m.container_id <= 0 < m.container_id + m.size), 0)
+        ids.append(host)
+    return ids[0], ids[1]
 
 
 def _write_id_maps(pid: int, linux: Any) -> None:

@@ -8,13 +8,14 @@ in the order :func:`exec_process` lists, ending in execve.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 
 from portside.errors import InvalidArgument, NotFound, PermissionDenied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+
     from portside.oci.runtime_spec import POSIXRlimit, Process
 
 __all__ = [
@@ -137,6 +138,7 @@ def setup_terminal(console: socket.socket, proc: Process, *, mount_console: bool
     socket (one message "/dev/ptmx" + the fd, as runc), and make the slave the
     controlling terminal and stdio of the calling session leader."""
     import fcntl
+    import socket
     import termios
 
     master, slave = os.openpty()
@@ -256,6 +258,7 @@ def preload(*, terminal: bool, seccomp: bool, hooks: bool) -> None:
 
     if terminal:
         import fcntl  # noqa: F401
+        import socket  # noqa: F401
         import termios  # noqa: F401
     if seccomp:
         from portside.linux import seccomp as _seccomp  # noqa: F401

@@ -8,13 +8,12 @@ status (128+N for a signal, like runc).
 
 from __future__ import annotations
 
-import json
+import _signal as signal  # the enum-free core of :mod:`signal` (import cost)
 import os
-import signal
-import socket
 import sys
 
 from portside.errors import InvalidArgument
+from portside.oci import fastjson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,12 +48,16 @@ class _Console:
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, "console.sock")
+        import socket
+
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         self.listener.listen(1)
         self.master = -1
 
     def receive(self) -> None:
+        import socket
+
         conn, _ = self.listener.accept()
         with conn:
             _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
@@ -218,8 +221,8 @@ def exec_process_spec(rt: Runtime, cid: str, flags: Flags, args: list[str]) -> d
         path = flags.get("process")
         try:
             with open(path) as f:
-                return dict(json.load(f))
-        except (OSError, json.JSONDecodeError) as exc:
+                return dict(fastjson.loads(f.read()))
+        except (OSError, fastjson.JSONError) as exc:
             raise InvalidArgument(f"--process {path}: {exc}") from exc
     if not args:
         raise InvalidArgument('"exec" requires a command when --process is not given')

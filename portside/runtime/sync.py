@@ -1,6 +1,7 @@
 """The typed message channel between the runtime and its children.
 
-One ``SOCK_SEQPACKET`` socketpair: each message is one JSON object, optionally
+One ``SOCK_SEQPACKET`` socketpair (``_socket`` rather than :mod:`socket`, whose
+enum set-up costs ~10 ms per CLI call): each message is one JSON object, optionally
 with file descriptors attached (SCM_RIGHTS). Every message has a ``type``; an
 ``error`` message carries ``step``, ``errno`` and ``message`` and is raised on the
 receiving side as :class:`ChildError`. A child's end is close-on-exec, so when the
@@ -10,11 +11,11 @@ parent knows exec succeeded.
 
 from __future__ import annotations
 
+import _socket
 import array
-import json
 import os
-import socket
 
+from portside.oci import fastjson
 from portside.runtime.errors import ChildError
 
 TYPE_CHECKING = False
@@ -27,16 +28,17 @@ _MAX = 65536
 
 
 class SyncSocket:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, msg_type: str, fds: list[int] | None = None, **fields: Any) -> None:
-        data = json.dumps({"type": msg_type, **fields}).encode()
+        data = fastjson.dumps({"type": msg_type, **fields}).encode()
         if fds:
-            socket.send_fds(self.sock, [data], fds)
+            rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))
+            self.sock.sendmsg([data], [rights])
         else:
             self.sock.send(data)
 
@@ -56,19 +58,19 @@ class SyncSocket:
         fds = array.array("i")
         try:
             data, ancdata, _flags, _addr = self.sock.recvmsg(
-                _MAX, socket.CMSG_SPACE(16 * fds.itemsize)
+                _MAX, _socket.CMSG_SPACE(16 * fds.itemsize)
             )
         except ConnectionResetError:
             return None, []
         received: list[int] = []
         for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 usable = len(cdata) - (len(cdata) % fds.itemsize)
                 fds.frombytes(cdata[:usable])
                 received.extend(fds)
         if not data:
             return None, received
-        msg = json.loads(data)
+        msg = fastjson.loads(data)
         if msg.get("type") == "error":
             raise ChildError(msg.get("step", "?"), msg.get("message", ""), msg.get("errno", 0))
         return msg, received
@@ -95,5 +97,5 @@ class SyncSocket:
 
 def sync_pair() -> tuple[SyncSocket, SyncSocket]:
     """(parent end, child end); the child end is close-on-exec."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     return SyncSocket(a), SyncSocket(b)
