@@ -5,19 +5,33 @@
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-packages="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
+base="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
   nftables ca-certificates"
-if [ "${1:-}" = "--peers" ]; then
-    packages="$packages podman containerd runc crun conmon"
-fi
-missing=""
-for p in $packages; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    apt-get update -qq
+# the peer engines come with their recommended packages (network and init helpers)
+peers="podman containerd runc crun conmon"
+
+missing() {
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
+updated=""
+install() {  # install [apt flags] -- packages...
+    flags=""
+    while [ "$1" != "--" ]; do flags="$flags $1"; shift; done
+    shift
+    [ $# -gt 0 ] || return 0
+    [ -n "$updated" ] || { apt-get update -qq; updated=1; }
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    apt-get install -y -qq $flags "$@" >/dev/null
+}
+
+# shellcheck disable=SC2086
+install --no-install-recommends -- $(missing $base)
+if [ "${1:-}" = "--peers" ]; then
+    # shellcheck disable=SC2086
+    install -- $(missing $peers)
 fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'

@@ -451,18 +451,22 @@ def _parse_duration(text: str) -> float:
 
 
 def cmd_events(ctx: Context, args: list[str]) -> int:
-    import time
-
     flags, rest = parse_flags(args, {"stats": "bool", "interval": "str"})
     cid = _one_id(rest, "events")
-    interval = _parse_duration(flags.get("interval") or "5s")
-    while True:
-        data = ctx.runtime.stats(cid)
-        _print_json({"type": "stats", "id": cid, "data": data})
+    if flags.get("stats"):
+        _print_json({"type": "stats", "id": cid, "data": ctx.runtime.stats(cid)})
+        return 0
+    text = flags.get("interval") or "5s"
+    try:
+        interval = _parse_duration(text)
+    except ValueError:
+        raise UsageError(f'invalid value "{text}" for flag -interval: not a duration') from None
+    if interval <= 0:
+        raise UsageError("duration interval must be greater than 0")
+    for event in ctx.runtime.events(cid, interval):
+        _print_json(event)
         sys.stdout.flush()
-        if flags.get("stats"):
-            return 0
-        time.sleep(interval)
+    return 0
 
 
 def cmd_features(ctx: Context, args: list[str]) -> int:

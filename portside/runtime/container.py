@@ -28,6 +28,7 @@ from portside.runtime.state import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterator
     from typing import Any
 
     from portside.linux.kernel import Kernel
@@ -416,6 +417,26 @@ class Runtime:
         if self.status(st) == STOPPED:
             raise InvalidState(container_id, "get stats of", STOPPED)
         return self._cgroup(st).stats()
+
+    def events(self, container_id: str, interval: float) -> Iterator[dict[str, Any]]:
+        """runc's event stream: a ``stats`` event every ``interval`` seconds and an
+        ``oom`` event whenever the kernel OOM-kills in the container's cgroup;
+        ends when the container stops."""
+        st = self.load(container_id)
+        cg = self._cgroup(st)
+        ooms = cg.oom_kill_count()
+        next_stats = time.monotonic()
+        while self.status(st) != STOPPED:
+            count = cg.oom_kill_count()
+            if count > ooms:
+                ooms = count
+                yield {"type": "oom", "id": container_id}
+            if time.monotonic() >= next_stats:
+                next_stats += interval
+                yield {"type": "stats", "id": container_id, "data": cg.stats()}
+            time.sleep(min(0.1, interval))
+        if cg.exists() and cg.oom_kill_count() > ooms:
+            yield {"type": "oom", "id": container_id}
 
     # --- exec ----------------------------------------------------------------
 
