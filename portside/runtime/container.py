@@ -188,6 +188,7 @@ class Runtime:
             init.check_sysctls(spec.linux.sysctl, plan)
         assert spec.process is not None
         rlimits = process.check_rlimits(spec.process.rlimits)
+        process.check_personality(spec.linux.personality if spec.linux else None)
         if spec.process.terminal and not console_socket:
             raise InvalidArgument("process.terminal: needs --console-socket (or use run)")
         statedir = self.store.reserve(container_id)

@@ -269,6 +269,8 @@ def _step_process(ctx: InitContext) -> None:
     proc = ctx.spec.process
     assert proc is not None  # checked by create
     process.apply_rlimits(ctx.rlimits)
+    linux = ctx.spec.linux
+    process.apply_personality(process.check_personality(linux.personality if linux else None))
     if proc.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc.oom_score_adj))

@@ -99,6 +99,29 @@ def check_rlimits(rlimits: list[POSIXRlimit]) -> list[tuple[int, int, int]]:
     return out
 
 
+_PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def check_personality(personality: dict[str, object] | None) -> int | None:
+    """The personality(2) value of ``linux.personality`` (domain LINUX or LINUX32)."""
+    if personality is None:
+        return None
+    domain = personality.get("domain")
+    if domain not in _PERSONALITY_DOMAINS:
+        raise InvalidArgument(f"linux.personality.domain: unknown domain {domain!r}")
+    if personality.get("flags"):
+        raise InvalidArgument("linux.personality.flags: no flags are supported yet")
+    return _PERSONALITY_DOMAINS[str(domain)]
+
+
+def apply_personality(value: int | None) -> None:
+    if value is None:
+        return
+    from portside.linux._libc import call, libc
+
+    call(f"personality {value:#x}", libc.personality(value))
+
+
 def apply_rlimits(limits: list[tuple[int, int, int]]) -> None:
     import resource
 
