@@ -255,13 +255,6 @@ class Runtime:
             seccomp=seccomp is not None,
             hooks=hooks is not None and bool(hooks.start_container or hooks.create_container),
         )
-        cg = self._cgroup(st)
-        cg.create()
-        cleanup.append(cg.destroy)
-        st.cgroup = cg.to_json()
-        from portside.runtime.resources import effective_resources
-
-        cg.set(effective_resources(spec))
         fifo = os.path.join(statedir, "exec.fifo")
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # not the caller's umask: init may be another user
@@ -277,7 +270,6 @@ class Runtime:
             sync=child,
             plan=plan,
             join_fds=join_fds,
-            cgroup_join=lambda: cg.apply(0),
             fifo_fd=fifo_fd,
             console=console,
             seccomp=seccomp,
@@ -297,7 +289,15 @@ class Runtime:
                 os.close(fd)
         ok = False
         try:
-            self._handshake(st, spec, parent, stage1, cleanup)
+            # while stage 1 makes the namespaces, make the cgroup it will join
+            cg = self._cgroup(st)
+            cg.create()
+            cleanup.append(cg.destroy)
+            st.cgroup = cg.to_json()
+            from portside.runtime.resources import effective_resources
+
+            cg.set(effective_resources(spec))
+            self._handshake(st, spec, parent, stage1, cg=cg, cleanup=cleanup)
             ok = True
         finally:
             parent.close()
@@ -306,15 +306,23 @@ class Runtime:
             _reap(stage1)
 
     def _handshake(
-        self, st: ContainerState, spec: Spec, parent: Any, stage1: int, cleanup: list[Any]
+        self,
+        st: ContainerState,
+        spec: Spec,
+        parent: Any,
+        stage1: int,
+        *,
+        cg: CgroupManager,
+        cleanup: list[Any],
     ) -> None:
-        msg = parent.expect_any(("userns", "pid"), "create")
-        if msg["type"] == "userns":
+        msg = parent.expect("namespaces", "create")
+        if msg.get("userns"):
             linux = spec.linux
             assert linux is not None
             _write_id_maps(stage1, linux)
-            parent.send("maps")
-            msg = parent.expect("pid", "create")
+        cg.apply(stage1)
+        parent.send("proceed")
+        msg = parent.expect("pid", "create")
         st.pid = int(msg["pid"])
         start = process_start_time(st.pid)
         st.pid_start = start or 0
@@ -373,11 +381,12 @@ class Runtime:
                 cg.thaw()
             _kill_pid(st.pid, st.pid_start)
         if cg.exists():
-            try:
-                cg.kill_all(signal.SIGKILL)
-            except (OSError, NotFound):
-                pass
-            _wait_cgroup_empty(cg)
+            if cg.pids():  # leftovers of a dead init (exec'd processes, daemons)
+                try:
+                    cg.kill_all(signal.SIGKILL)
+                except (OSError, NotFound):
+                    pass
+                _wait_cgroup_empty(cg)
             cg.destroy()
         spec_hooks = st.config.get("hooks") or {}
         self.store.remove(container_id)

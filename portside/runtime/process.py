@@ -275,9 +275,11 @@ def _load_seccomp(compiled: tuple[bytes, int]) -> None:
 def preload(*, terminal: bool, seccomp: bool, hooks: bool) -> None:
     """Import what the child needs after it enters the container's mount
     namespace, where the host's Python library is out of sight."""
+    import fcntl
     import resource  # noqa: F401  (apply_rlimits)
 
-    from portside.linux import caps  # noqa: F401
+    from portside.linux import caps, netdev  # noqa: F401
+    from portside.runtime import cgroupfs  # noqa: F401
 
     if terminal:
         import fcntl  # noqa: F401

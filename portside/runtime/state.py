@@ -56,13 +56,17 @@ def validate_id(container_id: str) -> None:
         raise InvalidID(f"invalid container id {container_id!r}: use letters, digits, _ + - .")
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = False) -> None:
+    """Write ``path`` by rename, so readers see the old or the new file, never
+    half of one. ``durable`` adds an fsync, for files that must survive a power
+    loss (runtime state lives in /run, which does not)."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

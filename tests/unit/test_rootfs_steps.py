@@ -260,8 +260,10 @@ def test_bind_directory_ro_adds_a_remount(root: str, bundle: str, tmp_path: Path
     rootfs.mount_all(k, root, [m], bundle)
     (bind, remount) = mounts_of(k)
     assert bind == (str(src), bind[1], None, K.MS_BIND | K.MS_REC, None)
-    assert remount == (None, bind[1], None, K.MS_RDONLY | K.MS_BIND | K.MS_REMOUNT, None)
+    # the remount goes through a fresh fd of the new mount, at the same place
+    assert remount == (None, remount[1], None, K.MS_RDONLY | K.MS_BIND | K.MS_REMOUNT, None)
     assert FD_TARGET.match(bind[1])
+    assert FD_TARGET.match(remount[1])
     assert k.resolved == [root + "/mnt/data"] * 2
     assert os.path.isdir(root + "/mnt/data")
 
@@ -404,7 +406,9 @@ def test_refused_sysfs_or_mqueue_falls_back_to_the_hosts(
     first, bind, remount = mounts_of(k)
     assert first[2] == fstype
     assert (bind[0], bind[2], bind[3]) == (host, None, K.MS_BIND | K.MS_REC)
-    assert remount == (None, bind[1], None, K.MS_BIND | K.MS_REC | K.MS_RDONLY | K.MS_REMOUNT, None)
+    flags = K.MS_BIND | K.MS_RDONLY | K.MS_NOSUID | K.MS_REMOUNT
+    assert remount == (None, remount[1], None, flags, None)
+    assert k.resolved[-1] == k.resolved[-2] == root + "/x"
 
 
 def test_refused_proc_is_not_papered_over(root: str, bundle: str) -> None:
