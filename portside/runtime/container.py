@@ -191,7 +191,7 @@ class Runtime:
         process.check_personality(spec.linux.personality if spec.linux else None)
         if spec.process.terminal and not console_socket:
             raise InvalidArgument("process.terminal: needs --console-socket (or use run)")
-        statedir = self.store.reserve(container_id)
+        statedir, lock = self.store.reserve(container_id)
         st = ContainerState(
             id=container_id,
             bundle=bundle,
@@ -229,6 +229,8 @@ class Runtime:
                     continue
             self.store.remove(container_id)
             raise
+        finally:
+            os.close(lock)
         return st
 
     def _spawn(

@@ -30,6 +30,7 @@ __all__ = [
 
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
+LOCK = ".lock"
 
 
 class ContainerState(Record):
@@ -102,15 +103,49 @@ class StateStore:
     def fifo(self, container_id: str) -> str:
         return os.path.join(self.dir(container_id), FIFO)
 
-    def reserve(self, container_id: str) -> str:
-        """Create the container's directory; the mkdir is the lock on the ID."""
+    def reserve(self, container_id: str) -> tuple[str, int]:
+        """Create the container's directory; the mkdir claims the ID.
+
+        Returns the directory and an fd holding ``flock`` on its ``.lock`` for as
+        long as the creation runs. A directory without state.json whose lock
+        nobody holds is what a killed ``create`` left: it is cleared and the ID
+        claimed again."""
         path = self.dir(container_id)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
+        for _ in range(2):
+            try:
+                os.mkdir(path, 0o711)
+            except FileExistsError:
+                if not self._stale(path):
+                    raise ContainerExists(container_id) from None
+                self.remove(container_id)
+                continue
+            return path, self._lock(path, blocking=True)
+        raise ContainerExists(container_id)
+
+    @staticmethod
+    def _lock(path: str, *, blocking: bool) -> int:
+        import fcntl
+
+        fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.mkdir(path, 0o711)
-        except FileExistsError:
-            raise ContainerExists(container_id) from None
-        return path
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _stale(self, path: str) -> bool:
+        if os.path.exists(os.path.join(path, STATE_FILE)):
+            return False
+        try:
+            fd = self._lock(path, blocking=False)
+        except BlockingIOError:
+            return False  # a create is running
+        except FileNotFoundError:
+            return True  # claimed but never locked: the claimant died at once
+        os.close(fd)
+        return True
 
     def save(self, state: ContainerState) -> None:
         path = os.path.join(self.dir(state.id), STATE_FILE)

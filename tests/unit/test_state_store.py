@@ -114,8 +114,15 @@ def sample_state(cid: str = "ctr") -> ContainerState:
     )
 
 
+def reserve(store: StateStore, cid: str) -> str:
+    """Claim ``cid`` as a finished create would: the lock is released after."""
+    path, lock = store.reserve(cid)
+    os.close(lock)
+    return path
+
+
 def test_reserve_creates_the_directory(store: StateStore) -> None:
-    path = store.reserve("ctr")
+    path = reserve(store, "ctr")
     assert path == os.path.join(store.root, "ctr")
     assert os.path.isdir(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o711 & ~_umask()
@@ -129,14 +136,27 @@ def _umask() -> int:
 
 
 def test_reserve_twice_is_container_exists(store: StateStore) -> None:
-    store.reserve("ctr")
-    with pytest.raises(ContainerExists, match=r"container with id 'ctr' already exists"):
+    _, lock = store.reserve("ctr")  # a create in progress holds the lock
+    try:
+        with pytest.raises(ContainerExists, match=r"container with id 'ctr' already exists"):
+            store.reserve("ctr")
+    finally:
+        os.close(lock)
+    store.save(sample_state("ctr"))  # a created container: no lock, but state
+    with pytest.raises(ContainerExists):
         store.reserve("ctr")
+
+
+def test_reserve_reclaims_what_a_killed_create_left(store: StateStore) -> None:
+    reserve(store, "ctr")  # claimed, lock released, never saved: the creator died
+    Path(store.root, "ctr", "exec.fifo").write_text("")
+    path = reserve(store, "ctr")
+    assert os.listdir(path) == [".lock"]
 
 
 def test_reserve_refuses_bad_ids(store: StateStore) -> None:
     with pytest.raises(InvalidID):
-        store.reserve("../escape")
+        reserve(store, "../escape")
     assert not os.path.exists(os.path.join(os.path.dirname(store.root), "escape"))
 
 
@@ -147,7 +167,7 @@ def test_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_save_load_round_trip(store: StateStore) -> None:
     state = sample_state()
-    store.reserve(state.id)
+    reserve(store, state.id)
     store.save(state)
     loaded = store.load(state.id)
     assert loaded == state
@@ -160,19 +180,19 @@ def test_save_load_round_trip(store: StateStore) -> None:
 
 def test_save_overwrites(store: StateStore) -> None:
     state = sample_state()
-    store.reserve(state.id)
+    reserve(store, state.id)
     store.save(state)
     state.pid = 42
     store.save(state)
     assert store.load("ctr").pid == 42
-    assert os.listdir(os.path.join(store.root, "ctr")) == [STATE_FILE]
+    assert sorted(os.listdir(os.path.join(store.root, "ctr"))) == [".lock", STATE_FILE]
 
 
 def test_load_missing_is_container_not_found(store: StateStore) -> None:
     with pytest.raises(ContainerNotFound, match=r"container 'nope' does not exist") as info:
         store.load("nope")
     assert info.value.container_id == "nope"
-    store.reserve("half")  # reserved, never saved
+    reserve(store, "half")  # reserved, never saved
     with pytest.raises(ContainerNotFound):
         store.load("half")
 
@@ -187,21 +207,21 @@ def test_load_when_the_id_is_a_file(store: StateStore) -> None:
 def test_ids_lists_only_saved_containers(store: StateStore) -> None:
     assert store.ids() == []  # the root does not exist yet
     for cid in ("b", "a", "c"):
-        store.reserve(cid)
+        reserve(store, cid)
         store.save(sample_state(cid))
-    store.reserve("reserved-only")
+    reserve(store, "reserved-only")
     os.mkdir(os.path.join(store.root, "stray"))
     Path(store.root, "file").write_text("")
     assert store.ids() == ["a", "b", "c"]
 
 
 def test_remove(store: StateStore) -> None:
-    store.reserve("ctr")
+    reserve(store, "ctr")
     store.save(sample_state())
     store.remove("ctr")
     assert store.ids() == []
     store.remove("ctr")  # removing twice is fine
-    store.reserve("ctr")  # and the id is free again
+    reserve(store, "ctr")  # and the id is free again
 
 
 # --- atomic_write ---------------------------------------------------------------------------
