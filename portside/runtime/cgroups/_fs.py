@@ -59,6 +59,18 @@ def translate_oserror(exc: OSError, what: str, directory: str) -> CgroupError:
     return CgroupInternal(message, code)
 
 
+def mkdir(parent: str, name: str) -> str:
+    """Make cgroup directory ``parent/name`` (existing is fine); return its path."""
+    current = f"{parent}/{name}"
+    try:
+        os.mkdir(current, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise translate_oserror(exc, f"mkdir {current}", parent) from exc
+    return current
+
+
 def write(directory: str, name: str, value: str) -> None:
     """Write ``value`` to ``directory/name`` in one ``write(2)``."""
     path = f"{directory}/{name}"

@@ -7,7 +7,6 @@ intermediate directory created gets its parent's values, as runc's ensureParent 
 
 from __future__ import annotations
 
-import os
 import posixpath
 
 from portside.runtime.cgroups import _fs
@@ -52,13 +51,7 @@ def ensure_v1_dirs(mountpoint: str, directory: str) -> None:
         raise CgroupInvalid(f"cpuset directory {directory} is not below {mountpoint}")
     parent = top
     for part in [] if rel == "." else rel.split("/"):
-        current = f"{parent}/{part}"
-        try:
-            os.mkdir(current, 0o755)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise _fs.translate_oserror(exc, f"mkdir {current}", parent) from exc
+        current = _fs.mkdir(parent, part)
         for name in ("cpuset.cpus", "cpuset.mems"):
             if not _fs.read(current, name):
                 _fs.write(current, name, _fs.read(parent, name))

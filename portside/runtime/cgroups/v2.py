@@ -64,14 +64,7 @@ class V2Manager(DirsManager):
         parent = top
         for part in rel.split("/"):
             _enable_controllers(parent)
-            current = f"{parent}/{part}"
-            try:
-                os.mkdir(current, 0o755)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise _fs.translate_oserror(exc, f"mkdir {current}", parent) from exc
-            parent = current
+            parent = _fs.mkdir(parent, part)
 
     def _plan(self, r: LinuxResources) -> list[Step]:
         if r.rdma:
