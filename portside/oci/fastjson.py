@@ -77,8 +77,16 @@ def loads(data: str | bytes) -> Any:
         value, end = _scan(text, start)
     except StopIteration as stop:
         raise JSONError(f"expecting a value at character {stop.value}") from None
-    except ValueError as exc:  # json.decoder.JSONDecodeError from inside a string
-        raise JSONError(str(exc)) from None
+    except (ValueError, SystemError):
+        # _json raises json.decoder.JSONDecodeError only when json.decoder is
+        # already imported (else SystemError): let json itself say what is wrong
+        import json
+
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise JSONError(str(exc)) from None
+        raise
     end = _skip(text, end)
     if end != len(text):
         raise JSONError(f"extra data at character {end}")

@@ -66,3 +66,26 @@ def test_errors_give_the_position(text: str, message: str) -> None:
 def test_unserialisable_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         fastjson.dumps({"a": {1, 2}})
+
+
+def test_errors_inside_strings_and_objects_in_a_fresh_interpreter() -> None:
+    # _json needs json.decoder imported to raise its error; in the runtime's
+    # lean interpreter it is not
+    import os
+    import subprocess
+    import sys
+
+    import portside
+
+    top = os.path.dirname(os.path.dirname(os.path.abspath(portside.__file__)))
+    code = (
+        f"import sys; sys.path.insert(0, {top!r});"
+        "from portside.oci import fastjson\n"
+        "for bad in ['{not json', '\"\\\\x\"', '{\"a\" 1}']:\n"
+        "    try: fastjson.loads(bad)\n"
+        "    except fastjson.JSONError as e: print('ok', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.count("ok ") == 3, out.stdout + out.stderr
