@@ -578,6 +578,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug of ours: one line for the engine's log, a trace with --debug
+        if flags.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        _log_error(flags, f"internal error: {type(exc).__name__}: {exc}")
+        return 1
 
 
 if __name__ == "__main__":
