@@ -12,8 +12,8 @@ parent knows exec succeeded.
 from __future__ import annotations
 
 import _socket
-import array
 import os
+import struct
 
 from portside.oci import fastjson
 from portside.runtime.errors import ChildError
@@ -37,7 +37,7 @@ class SyncSocket:
     def send(self, msg_type: str, fds: list[int] | None = None, **fields: Any) -> None:
         data = fastjson.dumps({"type": msg_type, **fields}).encode()
         if fds:
-            rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))
+            rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))
             self.sock.sendmsg([data], [rights])
         else:
             self.sock.send(data)
@@ -55,19 +55,15 @@ class SyncSocket:
         """The next message and its fds; ``(None, [])`` at end of file.
 
         An ``error`` message is raised as :class:`ChildError`."""
-        fds = array.array("i")
         try:
-            data, ancdata, _flags, _addr = self.sock.recvmsg(
-                _MAX, _socket.CMSG_SPACE(16 * fds.itemsize)
-            )
+            data, ancdata, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(16 * 4))
         except ConnectionResetError:
             return None, []
         received: list[int] = []
         for level, kind, cdata in ancdata:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                usable = len(cdata) - (len(cdata) % fds.itemsize)
-                fds.frombytes(cdata[:usable])
-                received.extend(fds)
+                usable = len(cdata) - (len(cdata) % 4)
+                received.extend(struct.unpack(f"{usable // 4}i", cdata[:usable]))
         if not data:
             return None, received
         msg = fastjson.loads(data)

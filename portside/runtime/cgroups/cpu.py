@@ -6,7 +6,6 @@ None (or 0, as runc reads it) leaves a value unchanged. On v2, ``shares`` become
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from portside.runtime.cgroups import _fs
@@ -125,8 +124,10 @@ def v1_stats(cpu_dir: str | None, cpuacct_dir: str | None) -> dict[str, Any]:
     usage: dict[str, Any] = {"total": 0, "percpu": [], "kernel": 0, "user": 0}
     if cpuacct_dir is not None:
         usage["total"] = _fs.read_int_or(cpuacct_dir, "cpuacct.usage")
-        with contextlib.suppress(CgroupError):
+        try:
             usage["percpu"] = _ints(_fs.read(cpuacct_dir, "cpuacct.usage_percpu"))
+        except CgroupError:
+            pass
         kernel, user = _percpu_split(cpuacct_dir)
         if kernel:
             usage["percpu_kernel"], usage["percpu_user"] = kernel, user

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import os
 
-from portside.runtime.cgroups import (
-    _fs,
-    blkio,
-    cpu,
-    cpuset,
-    devices,
-    freezer,
-    hugetlb,
-    memory,
-    pids,
-)
+# the controller modules are imported where used: most runtime calls (state,
+# start, kill) need none of them, and each costs an import on every CLI call
+from portside.runtime.cgroups import _fs
 from portside.runtime.cgroups._common import DirsManager
 from portside.runtime.cgroups.base import CgroupInvalid, CgroupUnavailable
 
@@ -65,6 +57,8 @@ class V1Manager(DirsManager):
             ) from None
 
     def create(self) -> None:
+        from portside.runtime.cgroups import cpuset
+
         for key, directory in self._dirs.items():
             if key == "cpuset":
                 cpuset.ensure_v1_dirs(self._mountpoints[key], directory)
@@ -76,6 +70,8 @@ class V1Manager(DirsManager):
 
     def _plan(self, r: LinuxResources, *, update: bool) -> list[Step]:
         """Every write ``r`` asks for, per controller, in runc's controller order."""
+        from portside.runtime.cgroups import blkio, cpu, cpuset, devices, hugetlb, memory, pids
+
         if r.unified:
             raise CgroupUnavailable("unified: cgroup v2 resources given on a cgroup v1 host")
         if r.rdma:
@@ -117,17 +113,25 @@ class V1Manager(DirsManager):
             _fs.write_all(self._dirs[controller], writes, deferrable=deferrable)
 
     def freeze(self) -> None:
+        from portside.runtime.cgroups import freezer
+
         freezer.v1_freeze(self._dir("freezer", "freeze"))
 
     def thaw(self) -> None:
+        from portside.runtime.cgroups import freezer
+
         freezer.v1_thaw(self._dir("freezer", "thaw"))
 
     def frozen(self) -> bool:
+        from portside.runtime.cgroups import freezer
+
         if "freezer" not in self._dirs:
             return False
         return freezer.v1_frozen(self._dirs["freezer"])
 
     def stats(self) -> dict[str, Any]:
+        from portside.runtime.cgroups import blkio, cpu, hugetlb, memory, pids
+
         d = self._dirs.get
         mem = d("memory")
         pid_dir = d("pids")
@@ -142,4 +146,6 @@ class V1Manager(DirsManager):
         }
 
     def oom_kill_count(self) -> int:
+        from portside.runtime.cgroups import memory
+
         return memory.v1_oom_kills(self._dir("memory", "oom kill count"))
