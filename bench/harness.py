@@ -6,8 +6,9 @@ them alike. Each run is timed with ``time.perf_counter_ns``: a subprocess for an
 command, a direct call for a callable. ``setup`` and ``teardown`` run around every run,
 outside the timing.
 
-Benchmarks live in ``bench/bench_<name>.py``, each with a ``run(*, runs, warmup)``
-function that calls :func:`compare` (see bench/README.md)::
+Benchmarks live in ``bench/bench_<name>.py``, each with a ``run(*, runs, warmup, out)``
+function that calls :func:`compare`, or several ``bench_<name>(*, runs, warmup, out)``
+functions, one benchmark each (see bench/README.md)::
 
     python -m bench.harness --list
     python -m bench.harness NAME [NAME...] [--runs 20] [--warmup 2] [--out results.jsonl]
@@ -121,6 +122,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _probe(peers: list[Command]) -> tuple[list[Command], dict[str, str]]:
+    """The peers that are installed and pass one run, and why the others are absent."""
+    present: list[Command] = []
+    reasons: dict[str, str] = {}
+    for peer in peers:
+        if not peer.available():
+            reasons[peer.name] = "not installed"
+            continue
+        try:
+            peer.run_once()
+        except BenchmarkError as exc:
+            reasons[peer.name] = f"probe failed: {exc}"
+            continue
+        present.append(peer)
+    return present, reasons
+
+
 def compare(
     benchmark: str,
     ours: Command,
@@ -129,19 +147,21 @@ def compare(
     runs: int = 20,
     warmup: int = 2,
     out: str | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Time ``ours`` against each installed peer, alternately; print and return the result.
 
-    Peers whose program is not installed are listed under ``"absent"``. ``ratio`` is
-    ours' median over the peer's: below 1 means we are faster. With ``out``, the JSON
-    line is also appended to that file.
+    Each peer is probed with one untimed run first: a peer whose program is not installed,
+    or whose probe fails with :class:`BenchmarkError`, is listed under ``"absent"``, the
+    reason under ``"absent_reasons"``. ``ratio`` is ours' median over the peer's: below 1
+    means we are faster. ``extra``, called after the runs, returns more fields for the
+    JSON line. With ``out``, the line is also appended to that file.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
     if not ours.available():
         raise BenchmarkError(f"{benchmark}: our command {ours.name!r} is not available")
-    present = [p for p in peers if p.available()]
-    absent = [p.name for p in peers if not p.available()]
+    present, absent_reasons = _probe(peers)
     lineup = [ours, *present]
     samples: list[list[int]] = [[] for _ in lineup]
     for i in range(warmup + runs):
@@ -162,10 +182,17 @@ def compare(
         "runs": runs,
         "ours": our_summary,
         "peers": peer_summaries,
-        "absent": absent,
+        "absent": list(absent_reasons),
+        "absent_reasons": absent_reasons,
         "machine": machine(),
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    if extra is not None:
+        fields = extra()
+        clash = sorted(set(fields) & set(result))
+        if clash:
+            raise ValueError(f"{benchmark}: extra fields {clash} clash with the standard ones")
+        result.update(fields)
     line = json.dumps(result)
     print(line, flush=True)
     if out is not None:
@@ -174,29 +201,62 @@ def compare(
     return result
 
 
-def discover(directory: str | None = None) -> dict[str, str]:
-    """The benchmarks in ``directory`` (bench/): ``{name: first line of its docstring}``.
+def _catalog(directory: str | None = None) -> dict[str, tuple[str, str | None, str]]:
+    """``{name: (module, function or None, first docstring line)}`` of ``directory``.
 
-    A benchmark is a file ``bench_<name>.py``; its docstring is read without importing it.
+    Every ``bench_<module>.py`` is a benchmark named ``<module>``; each of its top-level
+    functions ``bench_<name>`` is a benchmark named ``<name>`` too. Parsed, not imported.
     """
     import ast
 
     directory = directory or BENCH_DIR
 
-    found: dict[str, str] = {}
+    def first_line(node: ast.Module | ast.FunctionDef) -> str:
+        doc = (ast.get_docstring(node) or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    found: dict[str, tuple[str, str | None, str]] = {}
     for entry in sorted(os.listdir(directory)):
         if not (entry.startswith(_PREFIX) and entry.endswith(".py")):
             continue
         with open(os.path.join(directory, entry)) as f:
-            doc = ast.get_docstring(ast.parse(f.read())) or ""
-        found[entry[len(_PREFIX) : -3]] = doc.strip().splitlines()[0] if doc.strip() else ""
+            tree = ast.parse(f.read())
+        module = entry[len(_PREFIX) : -3]
+        found[module] = (module, None, first_line(tree))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith(_PREFIX):
+                name = node.name[len(_PREFIX) :]
+                if name in found:
+                    raise ValueError(f"{entry}: benchmark {name!r} is defined twice")
+                found[name] = (module, node.name, first_line(node))
     return found
 
 
+def discover(directory: str | None = None) -> dict[str, str]:
+    """The benchmarks in ``directory`` (bench/): ``{name: first line of its docstring}``.
+
+    A benchmark is a file ``bench_<name>.py``, or a function ``bench_<name>`` in one;
+    docstrings are read without importing.
+    """
+    return {name: doc for name, (_, _, doc) in _catalog(directory).items()}
+
+
 def run_benchmark(name: str, *, runs: int, warmup: int, out: str | None = None) -> None:
-    """Import ``bench.bench_<name>`` and call its ``run(runs=..., warmup=..., out=...)``."""
-    module = importlib.import_module(f"bench.{_PREFIX}{name}")
-    module.run(runs=runs, warmup=warmup, out=out)
+    """Run the benchmark ``name``: call its ``bench_<name>(runs=..., warmup=..., out=...)``.
+
+    For a module name: its ``run`` function, or else each of its ``bench_*`` functions.
+    """
+    catalog = _catalog()
+    module_name, function, _ = catalog[name]
+    module = importlib.import_module(f"bench.{_PREFIX}{module_name}")
+    if function is not None:
+        funcs = [getattr(module, function)]
+    elif hasattr(module, "run"):
+        funcs = [module.run]
+    else:
+        funcs = [getattr(module, f) for m, f, _ in catalog.values() if m == name and f]
+    for func in funcs:
+        func(runs=runs, warmup=warmup, out=out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,9 +37,10 @@ def test_compare_alternates_and_lists_absent(capsys: pytest.CaptureFixture[str])
         runs=3,
         warmup=1,
     )
-    assert log == ["ours", "a", "b"] * 4
+    assert log == ["a", "b"] + ["ours", "a", "b"] * 4  # probes, then the rounds
     assert result["benchmark"] == "order" and result["runs"] == 3
     assert result["absent"] == ["gone"]
+    assert result["absent_reasons"] == {"gone": "not installed"}
     assert set(result["peers"]) == {"a", "b"}
     assert result["ours"]["name"] == "ours"
     assert set(result["machine"]) == {"cpus", "kernel", "python"}
@@ -107,7 +108,50 @@ def test_compare_subprocess_commands(tmp_path: Path) -> None:
 
 def test_failing_command_is_an_error() -> None:
     with pytest.raises(BenchmarkError, match="exited 1"):
-        compare("fail", Command("true", ["true"]), [Command("false", ["false"])], runs=1)
+        compare("fail", Command("false", ["false"]), [Command("true", ["true"])], runs=1)
+
+
+def test_peer_failing_its_probe_is_absent_with_the_reason() -> None:
+    result = compare(
+        "probe",
+        Command("true", ["true"]),
+        [Command("false", ["sh", "-c", "echo nope >&2; exit 1"]), Command("gone", [ABSENT])],
+        runs=2,
+        warmup=0,
+    )
+    assert result["peers"] == {}
+    assert result["absent"] == ["false", "gone"]
+    assert result["absent_reasons"]["gone"] == "not installed"
+    assert result["absent_reasons"]["false"].startswith("probe failed: ")
+    assert result["absent_reasons"]["false"].endswith("exited 1: nope")
+
+
+def test_peer_failing_after_its_probe_is_an_error() -> None:
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise BenchmarkError("flaky broke")
+
+    with pytest.raises(BenchmarkError, match="flaky broke"):
+        compare("flaky", Command("ours", lambda: None), [Command("flaky", flaky)], runs=2)
+    assert len(calls) == 2  # the probe, then the first round
+
+
+def test_probe_runs_once_before_the_rounds() -> None:
+    log: list[str] = []
+    compare("p", _recorder(log, "ours"), [_recorder(log, "a")], runs=2, warmup=1)
+    assert log == ["a"] + ["ours", "a"] * 3
+
+
+def test_extra_fields() -> None:
+    seen: list[int] = []
+    cmd = Command("c", lambda: seen.append(1))
+    result = compare("x", cmd, [], runs=2, warmup=1, extra=lambda: {"phases": len(seen)})
+    assert result["phases"] == 3  # called after the runs
+    with pytest.raises(ValueError, match="clash"):
+        compare("x", cmd, [], runs=1, extra=lambda: {"runs": 5})
 
 
 def test_ours_must_be_available() -> None:
@@ -138,6 +182,12 @@ def test_summarize_orders_quantiles(samples: list[int]) -> None:
 def _fake_bench_dir(tmp_path: Path) -> Path:
     (tmp_path / "bench_alpha.py").write_text('"""Alpha: starts things.\n\nMore."""\n')
     (tmp_path / "bench_beta.py").write_text("x = 1\n")
+    (tmp_path / "bench_gamma.py").write_text(
+        '"""Gamma."""\n'
+        'def bench_gamma_one(**kw):\n    """One."""\n'
+        "def bench_gamma_two(**kw):\n    pass\n"
+        "def helper():\n    pass\n"
+    )
     (tmp_path / "helper.py").write_text('"""Not a benchmark."""\n')
     return tmp_path
 
@@ -146,7 +196,32 @@ def test_discover(tmp_path: Path) -> None:
     assert discover(str(_fake_bench_dir(tmp_path))) == {
         "alpha": "Alpha: starts things.",
         "beta": "",
+        "gamma": "Gamma.",
+        "gamma_one": "One.",
+        "gamma_two": "",
     }
+
+
+def test_discover_refuses_a_name_twice(tmp_path: Path) -> None:
+    (tmp_path / "bench_a.py").write_text("def bench_b(**kw):\n    pass\n")
+    (tmp_path / "bench_b.py").write_text("")
+    (tmp_path / "bench_c.py").write_text("def bench_a(**kw):\n    pass\n")
+    with pytest.raises(ValueError, match="defined twice"):
+        discover(str(tmp_path))
+
+
+def test_run_benchmark_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness, "BENCH_DIR", str(_fake_bench_dir(tmp_path)))
+    calls: list[tuple[str, dict]] = []
+    fake = types.ModuleType("bench.bench_gamma")
+    fake.bench_gamma_one = lambda **kw: calls.append(("one", kw))  # type: ignore[attr-defined]
+    fake.bench_gamma_two = lambda **kw: calls.append(("two", kw))  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "bench.bench_gamma", fake)
+    harness.run_benchmark("gamma_two", runs=4, warmup=1)
+    assert calls == [("two", {"runs": 4, "warmup": 1, "out": None})]
+    calls.clear()
+    harness.run_benchmark("gamma", runs=1, warmup=0, out="o")
+    assert [name for name, _ in calls] == ["one", "two"]  # a module without run(): each one
 
 
 def test_cli(
@@ -159,7 +234,7 @@ def test_cli(
     monkeypatch.setitem(__import__("sys").modules, "bench.bench_alpha", fake)
 
     assert harness.main(["--list"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["alpha\tAlpha: starts things.", "beta\t"]
+    assert capsys.readouterr().out.splitlines()[:2] == ["alpha\tAlpha: starts things.", "beta\t"]
     assert harness.main(["nope"]) == 2
     assert "unknown benchmark(s): nope" in capsys.readouterr().err
     assert harness.main(["alpha", "--runs", "5", "--warmup", "0"]) == 0
