@@ -196,10 +196,10 @@ def _prepare_bind_target(rootfs: str, m: Mount, source: str) -> str:
         raise InvalidArgument(f"mount {m.destination}: source {source} does not exist") from None
     if is_dir:
         return mkdir_all_in_root(rootfs, m.destination)
-    parent = mkdir_all_in_root(rootfs, os.path.dirname(m.destination))
+    # a file: resolve the destination first (it may be a symlink to elsewhere in
+    # the rootfs), then make its parents and an empty file to mount on
     dest = secure_join(rootfs, m.destination)
-    if os.path.dirname(dest) != parent and not dest.startswith(parent):
-        raise InvalidArgument(f"mount {m.destination}: resolves outside its parent")
+    mkdir_all_in_root(rootfs, os.path.dirname(os.path.relpath(dest, rootfs)))
     if not os.path.lexists(dest):
         os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
     return dest
