@@ -425,10 +425,16 @@ class Runtime:
         self._cgroup(st).update(resources)
 
     def stats(self, container_id: str) -> dict[str, Any]:
+        """The cgroup statistics; also for a stopped container until it is deleted
+        (its cgroup still holds what happened, an OOM kill for one)."""
         st = self.load(container_id)
-        if self.status(st) == STOPPED:
+        cg = self._cgroup(st)
+        if self.status(st) == STOPPED and not cg.exists():
             raise InvalidState(container_id, "get stats of", STOPPED)
-        return self._cgroup(st).stats()
+        data = cg.stats()
+        if isinstance(data.get("memory"), dict):
+            data["memory"]["oom_kill"] = cg.oom_kill_count()
+        return data
 
     def events(self, container_id: str, interval: float) -> Iterator[dict[str, Any]]:
         """runc's event stream: a ``stats`` event every ``interval`` seconds and an
