@@ -257,6 +257,13 @@ class Runtime:
             seccomp=seccomp is not None,
             hooks=hooks is not None and bool(hooks.start_container or hooks.create_container),
         )
+        cg = self._cgroup(st)
+        cg.create()
+        cleanup.append(cg.destroy)
+        st.cgroup = cg.to_json()
+        from portside.runtime.resources import effective_resources
+
+        cg.set(effective_resources(spec))
         fifo = os.path.join(statedir, "exec.fifo")
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # not the caller's umask: init may be another user
@@ -272,6 +279,7 @@ class Runtime:
             sync=child,
             plan=plan,
             join_fds=join_fds,
+            cgroup_enter=cg.enter,
             fifo_fd=fifo_fd,
             console=console,
             seccomp=seccomp,
@@ -291,15 +299,7 @@ class Runtime:
                 os.close(fd)
         ok = False
         try:
-            # while stage 1 makes the namespaces, make the cgroup it will join
-            cg = self._cgroup(st)
-            cg.create()
-            cleanup.append(cg.destroy)
-            st.cgroup = cg.to_json()
-            from portside.runtime.resources import effective_resources
-
-            cg.set(effective_resources(spec))
-            self._handshake(st, spec, parent, stage1, cg=cg, cleanup=cleanup)
+            self._handshake(st, spec, parent, stage1, cleanup=cleanup)
             ok = True
         finally:
             parent.close()
@@ -314,17 +314,15 @@ class Runtime:
         parent: Any,
         stage1: int,
         *,
-        cg: CgroupManager,
         cleanup: list[Any],
     ) -> None:
-        msg = parent.expect("namespaces", "create")
-        if msg.get("userns"):
+        msg = parent.expect_any(("userns", "pid"), "create")
+        if msg["type"] == "userns":
             linux = spec.linux
             assert linux is not None
             _write_id_maps(stage1, linux)
-        cg.apply(stage1)
-        parent.send("proceed")
-        msg = parent.expect("pid", "create")
+            parent.send("maps")
+            msg = parent.expect("pid", "create")
         st.pid = int(msg["pid"])
         start = process_start_time(st.pid)
         st.pid_start = start or 0

@@ -87,7 +87,7 @@ class _Exec:
         self.step = "dumpable"
         caps.set_dumpable(False)
         self.step = "cgroup"
-        self.cgroup.apply(0)
+        self.cgroup.enter()
         self.step = "join namespaces"
         for ns_type, fd in self.fds:
             self.k.setns(fd, K.CLONE_FLAGS[ns_type])

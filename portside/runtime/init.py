@@ -1,8 +1,8 @@
 """What runs in the container's own processes, from fork to execve.
 
-``create`` forks **stage 1**, which joins or creates the namespaces (the user
-namespace first, its id maps written by the parent), is moved into the cgroup
-by the parent (before it makes its cgroup namespace), then
+``create`` forks **stage 1**, which moves itself into the cgroup, joins or
+creates the namespaces (the user namespace first, its id maps written by the
+parent), then
 forks **init** — PID 1 of a new PID namespace — reports init's host PID and
 exits. Init then runs the named steps of :data:`INIT_STEPS`, talks to the
 parent at the sync points (crun numbers them; we name them), and finally blocks
@@ -10,9 +10,7 @@ on the exec fifo until ``start``.
 
 Sync points, child → parent (parent → child):
 
-1. ``namespaces`` (``proceed``) stage 1 made its namespaces (but cgroup); meanwhile the
-                               parent made the cgroup; now it writes the id maps and
-                               moves stage 1 into the cgroup
+1. ``userns`` (``maps``)       stage 1 made a user namespace; parent wrote its maps
 2. ``pid`` (``go``)            init's host PID; parent lets init begin
 3. ``prestart`` (``hooks_done``) mounts are done; parent ran prestart/createRuntime
 4. ``ready``                   init waits on the exec fifo; ``create`` returns
@@ -86,6 +84,7 @@ class InitContext:
         sync: SyncSocket,
         plan: NamespacePlan,
         join_fds: list[tuple[str, int]],
+        cgroup_enter: Callable[[], None],
         fifo_fd: int | None,
         console: socket.socket | None,
         seccomp: tuple[bytes, int] | None,
@@ -100,6 +99,7 @@ class InitContext:
         self.sync = sync
         self.plan = plan
         self.join_fds = join_fds
+        self.cgroup_enter = cgroup_enter
         self.fifo_fd = fifo_fd
         self.console = console
         self.seccomp = seccomp
@@ -130,36 +130,32 @@ def _child(ctx: InitContext, body: Callable[[InitContext], None]) -> None:
 
 def _stage1(ctx: InitContext) -> None:
     from portside.linux import caps
-    from portside.linux.kernel import CLONE_NEWCGROUP
     from portside.runtime.cgroupfs import own_cgroups
 
     ctx.step = "dumpable"
     caps.set_dumpable(False)
+    # first, while we still see the host's cgroup files as their owner; we are
+    # single-threaded, so moving this thread moves the process
+    ctx.step = "cgroup"
+    ctx.cgroup_enter()
+    with open("/proc/self/cgroup") as f:
+        ctx.cgroup_paths = own_cgroups(f.read())
     ctx.step = "join namespaces"
     namespaces.join(ctx.k, ctx.join_fds)
-    userns = ctx.plan.creates("user")
-    if userns:
+    if ctx.plan.creates("user"):
         ctx.step = "user namespace"
         namespaces.unshare_user(ctx.k)
+        ctx.sync.send("userns")
+        ctx.sync.expect("maps", ctx.step)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
     ctx.step = "unshare"
-    flags = ctx.plan.unshare_flags & ~CLONE_NEWCGROUP
-    if flags:
-        ctx.k.unshare(flags)
+    if ctx.plan.unshare_flags:
+        ctx.k.unshare(ctx.plan.unshare_flags)
     linux = ctx.spec.linux
     if linux is not None and linux.time_offsets:
         ctx.step = "time offsets"
         _write_time_offsets(linux.time_offsets)
-    # the parent writes our id maps and moves us into the cgroup meanwhile
-    ctx.step = "cgroup"
-    ctx.sync.send("namespaces", userns=userns)
-    ctx.sync.expect("proceed", ctx.step)
-    if userns:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-    with open("/proc/self/cgroup") as f:
-        ctx.cgroup_paths = own_cgroups(f.read())
-    if ctx.plan.unshare_flags & CLONE_NEWCGROUP:
-        ctx.k.unshare(CLONE_NEWCGROUP)  # rooted at the container's cgroup
     ctx.step = "fork init"
     pid = os.fork()
     if pid == 0:

@@ -64,10 +64,12 @@ def test_memory_limit_kills_the_container(
 def test_oom_kill_shows_in_stats(rt: RuntimeCLI, bundle: BundleFactory) -> None:
     """A child killed by the OOM killer: the running container's memory stats
     show the limit was hit (failcnt) and the kernel counted an OOM kill."""
-    script = f"sh -c '{HOG}'; echo child-died; exec sleep 10"
+    # the hog waits for the first stats call to have seen failcnt 0 (no race)
+    script = f"while [ ! -e /tmp/go ]; do sleep 0.05; done; sh -c '{HOG}'; exec sleep 10"
     path = bundle(args=["sh", "-c", script], mutate=resources(memory={"limit": 32 * MiB}))
     cid, pid = rt.start_new(path)
     assert stats(rt, cid)["memory"]["usage"]["failcnt"] == 0
+    rt("exec", cid, "touch", "/tmp/go")
     wait_for(
         "the hog to be OOM-killed",
         lambda: "oom_kill 1" in read_cgroup("memory", cid, "memory.oom_control"),

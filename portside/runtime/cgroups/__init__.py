@@ -102,9 +102,10 @@ def open_manager(
     for key, mount in layout.v1.items():
         dirs[key] = resolve_dir(mount, key, path, own)
         mountpoints[key] = mount.mountpoint
-    if layout.unified is not None:
-        dirs["unified"] = resolve_dir(layout.unified, "", path, own)
-        mountpoints["unified"] = layout.unified.mountpoint
+    # On a hybrid host the cgroup2 tree has no controllers: joining it limits
+    # nothing, and a write to its cgroup.procs takes the kernel's global
+    # threadgroup lock (~5-10 ms after an idle spell), so the container stays
+    # where its creator was in that tree.
     return _driver(layout.mode, path, dirs, mountpoints, meta)
 
 

@@ -69,10 +69,17 @@ class DirsManager(CgroupManager):
         """Each directory once (co-mounted v1 controllers share one), in key order."""
         return list(dict.fromkeys(self._dirs.values()))
 
+    #: the file a thread writes 0 to, to move itself (v1 overrides: ``tasks``)
+    SELF_FILE = "cgroup.procs"
+
     def apply(self, pid: int) -> None:
         value = str(pid or os.getpid())
         for directory in self.unique_dirs():
             _fs.write(directory, "cgroup.procs", value)
+
+    def enter(self) -> None:
+        for directory in self.unique_dirs():
+            _fs.write(directory, self.SELF_FILE, "0")
 
     def update(self, resources: LinuxResources) -> None:
         self._set(resources, update=True)

@@ -1,8 +1,8 @@
-"""The cgroup v1 driver (also for hybrid hosts, where it joins the cgroup2 tree too).
+"""The cgroup v1 driver (also for hybrid hosts).
 
-One directory per mounted hierarchy, like runc's ``fs`` manager: every hierarchy is
-joined, limits go to the controller that owns them. On a hybrid host the cgroup2
-hierarchy (key ``unified``) is created and joined as well, without any limits.
+One directory per mounted v1 hierarchy, like runc's ``fs`` manager: every hierarchy
+is joined, limits go to the controller that owns them. On a hybrid host the
+controller-less cgroup2 tree is left alone (see ``open_manager``); runc joins it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def network_writes(network: dict[str, Any]) -> list[tuple[str, Write]]:
 
 class V1Manager(DirsManager):
     """A container's cgroup on a v1 (or hybrid) host."""
+
+    SELF_FILE = "tasks"  # a thread moving itself skips cgroup_threadgroup_rwsem
 
     def _dir(self, controller: str, asked_by: str) -> str:
         try:
