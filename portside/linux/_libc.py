@@ -26,6 +26,7 @@ SYSCALLS: dict[str, int] = {
         "openat2": 437,
         "bpf": 321,
         "seccomp": 317,
+        "mount_setattr": 442,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -34,6 +35,7 @@ SYSCALLS: dict[str, int] = {
         "openat2": 437,
         "bpf": 280,
         "seccomp": 277,
+        "mount_setattr": 442,
     },
 }.get(_ARCH, {})
 

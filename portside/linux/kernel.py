@@ -84,6 +84,13 @@ MS_LAZYTIME = 1 << 25
 
 MNT_DETACH = 2
 
+# mount_setattr(2)
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
 libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,
@@ -128,6 +135,11 @@ class Kernel:
     def setdomainname(self, name: str) -> None:
         raise NotImplementedError
 
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+        """Change mount attributes (``MOUNT_ATTR_*``) of ``path``; with
+        ``AT_RECURSIVE``, of every mount below it in one call (Linux >= 5.12)."""
+        raise NotImplementedError
+
     def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
         """Make a device node owned by ``uid``:``gid`` with exactly ``mode``'s
         permission bits (the umask does not apply)."""
@@ -162,6 +174,18 @@ class LinuxKernel(Kernel):
     def setdomainname(self, name: str) -> None:
         raw = name.encode()
         call(f"setdomainname {name}", libc.setdomainname(raw, len(raw)))
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+        attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 0, 0)
+        at_fdcwd = -100
+        syscall(
+            "mount_setattr",
+            ctypes.c_int(at_fdcwd),
+            _b(path),
+            ctypes.c_uint(flags),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        )
 
     def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
         try:
@@ -213,6 +237,9 @@ class RecordingKernel(Kernel):
 
     def setdomainname(self, name: str) -> None:
         self._record("setdomainname", name)
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+        self._record("mount_setattr", path, flags, attr_set, attr_clr)
 
     def mknod(self, path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:
         self._record("mknod", path, mode, device, uid, gid)

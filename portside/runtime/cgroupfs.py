@@ -97,11 +97,31 @@ def mount_cgroups(
         path = next((p for ctrl, p in ours.items() if ctrl and set(ctrl.split(",")) == keys), None)
         if path is None:
             continue
-        name = os.path.basename(mountpoint)
-        dest = os.path.join(target, name)
+        dest = os.path.join(target, os.path.basename(mountpoint))
         os.mkdir(dest, 0o755)
         k.mount(mountpoint + path, dest, None, K.MS_BIND | K.MS_REC, None)
-        if readonly:
-            k.mount(None, dest, None, K.MS_BIND | K.MS_REMOUNT | K.MS_RDONLY | base, None)
     if readonly:
-        k.mount(None, target, None, K.MS_REMOUNT | K.MS_RDONLY | base, "mode=755")
+        _readonly_tree(k, target, base)
+
+
+def _readonly_tree(k: Kernel, target: str, base: int) -> None:
+    """Make the tmpfs at ``target`` and every bind below it read-only: one
+    recursive mount_setattr, or a remount each where the kernel lacks it."""
+    attrs = K.MOUNT_ATTR_RDONLY
+    for flag, attr in (
+        (K.MS_NOSUID, K.MOUNT_ATTR_NOSUID),
+        (K.MS_NODEV, K.MOUNT_ATTR_NODEV),
+        (K.MS_NOEXEC, K.MOUNT_ATTR_NOEXEC),
+    ):
+        if base & flag:
+            attrs |= attr
+    try:
+        k.mount_setattr(target, K.AT_RECURSIVE, attrs)
+        return
+    except OSError as exc:
+        if exc.errno != 38:  # ENOSYS: an older kernel
+            raise
+    for name in sorted(os.listdir(target)):
+        dest = os.path.join(target, name)
+        k.mount(None, dest, None, K.MS_BIND | K.MS_REMOUNT | K.MS_RDONLY | base, None)
+    k.mount(None, target, None, K.MS_REMOUNT | K.MS_RDONLY | base, "mode=755")
