@@ -15,7 +15,7 @@ import _signal as signal  # the enum-free core of :mod:`signal` (import cost)
 import os
 import time
 
-from portside.errors import InvalidArgument, NotFound
+from portside.errors import InvalidArgument, NotFound, PortsideError
 from portside.oci.runtime_spec import State, load_spec
 from portside.runtime.errors import InvalidState
 from portside.runtime.state import (
@@ -97,7 +97,7 @@ class Runtime:
         try:
             if self._cgroup(st).frozen():
                 return PAUSED
-        except (OSError, NotFound):
+        except (OSError, PortsideError):  # no freezer, or the cgroup is gone
             pass
         return RUNNING
 
