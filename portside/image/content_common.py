@@ -1,0 +1,185 @@
+"""Pieces every part of the content store shares: its errors, digest parsing,
+translation of OS errors, and a streaming hash over an fd.
+
+The errors::
+
+    PortsideError
+    ├── NotFound ─────────── BlobNotFound       no committed blob with that digest
+    │                   ├─── IngestNotFound     no ingest with that ref
+    │                   └─── LeaseNotFound      no lease with that id
+    ├── AlreadyExists ────── BlobExists         commit of a blob the store has
+    │                   └─── LeaseExists        a lease with that id exists
+    ├── InvalidArgument ──── InvalidDigest      not ``sha256:<64 hex>`` / ``sha512:<128 hex>``
+    │                   └─── DigestMismatch     the data is not what the caller expected
+    ├── FailedPrecondition ─ WriterClosed       a writer used after commit, abort or close
+    └── Unavailable ──────── IngestLocked       another writer holds the ref
+                        └─── NoSpace            ENOSPC / EDQUOT while writing
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+
+from portside.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PortsideError,
+    Unavailable,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "ALGORITHMS",
+    "BUFSIZE",
+    "BlobExists",
+    "BlobNotFound",
+    "DigestMismatch",
+    "IngestLocked",
+    "IngestNotFound",
+    "InvalidDigest",
+    "LeaseExists",
+    "LeaseNotFound",
+    "NoSpace",
+    "WriterClosed",
+    "gc_lock",
+    "hash_fd",
+    "os_error",
+    "parse_digest",
+    "validate_labels",
+]
+
+#: digest algorithms the store accepts, with the length of their hex encoding
+ALGORITHMS = {"sha256": 64, "sha512": 128}
+#: read size for hashing and copying
+BUFSIZE = 1 << 20
+#: containerd's limit on one label: key and value together
+MAX_LABEL = 4096
+_HEX = frozenset("0123456789abcdef")
+
+
+class BlobNotFound(NotFound):
+    pass
+
+
+class IngestNotFound(NotFound):
+    pass
+
+
+class LeaseNotFound(NotFound):
+    pass
+
+
+class BlobExists(AlreadyExists):
+    pass
+
+
+class LeaseExists(AlreadyExists):
+    pass
+
+
+class InvalidDigest(InvalidArgument):
+    pass
+
+
+class DigestMismatch(InvalidArgument):
+    pass
+
+
+class WriterClosed(FailedPrecondition):
+    pass
+
+
+class IngestLocked(Unavailable):
+    pass
+
+
+class NoSpace(Unavailable):
+    pass
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    """Split ``alg:hex`` into its parts, or raise InvalidDigest.
+
+    Only the algorithms the store can verify are accepted, with the exact hex
+    length and lowercase hex as the OCI image spec requires. (A stand-in for
+    ``portside.oci.digest`` until the store switches to it.)
+    """
+    if not isinstance(digest, str):
+        raise InvalidDigest(f"invalid digest {digest!r}: not a string")
+    alg, sep, hexpart = digest.partition(":")
+    if not sep:
+        raise InvalidDigest(f"invalid digest {digest!r}: missing algorithm prefix")
+    length = ALGORITHMS.get(alg)
+    if length is None:
+        raise InvalidDigest(f"invalid digest {digest!r}: unsupported algorithm {alg!r}")
+    if len(hexpart) != length or not _HEX.issuperset(hexpart):
+        raise InvalidDigest(f"invalid digest {digest!r}: want {length} lowercase hex digits")
+    return alg, hexpart
+
+
+def validate_labels(labels: Mapping[str, str | None]) -> None:
+    """Refuse labels that are not strings or longer than MAX_LABEL (None: delete)."""
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(f"invalid label key {key!r}: want a non-empty string")
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgument(f"invalid value of label {key!r}: want a string")
+        if len(key) + len(value or "") > MAX_LABEL:
+            raise InvalidArgument(f"label {key!r} is longer than {MAX_LABEL} characters")
+
+
+def os_error(exc: OSError, what: str) -> PortsideError:
+    """The Portside error for an OSError raised while doing ``what`` (a phrase
+    naming the object and path); raise it ``from exc``."""
+    code = exc.errno
+    reason = exc.strerror or str(exc)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"no space left on device {what}")
+    if code in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(f"permission denied {what}")
+    if code == errno.EROFS:
+        return Unavailable(f"read-only file system {what}")
+    return Internal(f"{reason.lower()} {what}")
+
+
+def hash_fd(fd: int, h: hashlib._Hash, limit: int = -1) -> int:
+    """Feed ``fd`` from its current offset into ``h`` until EOF (or ``limit``
+    bytes); returns the number of bytes read. One reused 1 MiB buffer."""
+    buf = bytearray(BUFSIZE)
+    view = memoryview(buf)
+    total = 0
+    while limit < 0 or total < limit:
+        want = BUFSIZE if limit < 0 else min(BUFSIZE, limit - total)
+        n = os.readv(fd, [view[:want]])
+        if n == 0:
+            break
+        h.update(view[:n])
+        total += n
+    return total
+
+
+def gc_lock(root: str, *, exclusive: bool) -> int:
+    """Take the store's gc lock: shared by commits and lease changes, exclusive
+    for a collection; returns the fd, which releases it when closed."""
+    import fcntl
+
+    path = os.path.join(root, "gc.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise os_error(exc, f"opening {path}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
