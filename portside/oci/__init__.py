@@ -1,4 +1,9 @@
-"""Plain OCI data: the runtime spec (config.json, state). Parsing and validation, no I/O."""
+"""Plain OCI data: the runtime spec (config.json, state). Parsing and validation, no I/O.
+
+Image parts live in their own modules, imported only by those who need them (this
+package is imported on every runtime CLI call): ``digest``, ``mediatypes``,
+``reference``, ``platform``, ``image_spec``.
+"""
 
 from portside.oci._json import Record, SpecError
 from portside.oci.runtime_spec import (
