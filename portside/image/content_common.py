@@ -32,6 +32,7 @@ from portside.errors import (
     PortsideError,
     Unavailable,
 )
+from portside.oci.digest import ALGORITHMS, Digest, DigestMismatch, InvalidDigest
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,13 +58,10 @@ __all__ = [
     "validate_labels",
 ]
 
-#: digest algorithms the store accepts, with the length of their hex encoding
-ALGORITHMS = {"sha256": 64, "sha512": 128}
 #: read size for hashing and copying
 BUFSIZE = 1 << 20
 #: containerd's limit on one label: key and value together
 MAX_LABEL = 4096
-_HEX = frozenset("0123456789abcdef")
 
 
 class BlobNotFound(NotFound):
@@ -86,14 +84,6 @@ class LeaseExists(AlreadyExists):
     pass
 
 
-class InvalidDigest(InvalidArgument):
-    pass
-
-
-class DigestMismatch(InvalidArgument):
-    pass
-
-
 class WriterClosed(FailedPrecondition):
     pass
 
@@ -107,23 +97,14 @@ class NoSpace(Unavailable):
 
 
 def parse_digest(digest: str) -> tuple[str, str]:
-    """Split ``alg:hex`` into its parts, or raise InvalidDigest.
-
-    Only the algorithms the store can verify are accepted, with the exact hex
-    length and lowercase hex as the OCI image spec requires. (A stand-in for
-    ``portside.oci.digest`` until the store switches to it.)
-    """
+    """Split ``alg:hex`` into its parts, or raise InvalidDigest (only the
+    algorithms the store can verify: sha256, sha512)."""
     if not isinstance(digest, str):
-        raise InvalidDigest(f"invalid digest {digest!r}: not a string")
-    alg, sep, hexpart = digest.partition(":")
-    if not sep:
-        raise InvalidDigest(f"invalid digest {digest!r}: missing algorithm prefix")
-    length = ALGORITHMS.get(alg)
-    if length is None:
-        raise InvalidDigest(f"invalid digest {digest!r}: unsupported algorithm {alg!r}")
-    if len(hexpart) != length or not _HEX.issuperset(hexpart):
-        raise InvalidDigest(f"invalid digest {digest!r}: want {length} lowercase hex digits")
-    return alg, hexpart
+        raise InvalidDigest(repr(digest), "not a string")
+    parsed = Digest.parse(digest)
+    if parsed.algorithm not in ALGORITHMS:
+        raise InvalidDigest(digest, f"unsupported algorithm {parsed.algorithm!r}")
+    return parsed.algorithm, parsed.hex
 
 
 def validate_labels(labels: Mapping[str, str | None]) -> None:
