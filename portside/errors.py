@@ -7,6 +7,7 @@ The hierarchy, after containerd's ``errdefs``::
     ├── AlreadyExists              a thing of that name or ID exists already
     ├── InvalidArgument            the caller's input is malformed or out of range
     ├── FailedPrecondition         valid input, but the object is in the wrong state
+    ├── Conflict                   the request conflicts with another object's use of it
     ├── PermissionDenied           the kernel or a policy refused the operation
     ├── Unavailable                a resource or kernel feature is missing on this host
     └── Internal                   a fault of ours or of the host, with the cause chained
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "Conflict",
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",
@@ -48,6 +50,11 @@ class InvalidArgument(PortsideError):
 
 class FailedPrecondition(PortsideError):
     """The input is valid but the object is in a state that does not allow it."""
+
+
+class Conflict(PortsideError):
+    """The operation conflicts with how another object uses this one (HTTP 409),
+    e.g. removing an image a container uses."""
 
 
 class PermissionDenied(PortsideError):
