@@ -31,7 +31,6 @@ import stat
 
 from portside.errors import (
     AlreadyExists,
-    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
@@ -40,8 +39,6 @@ from portside.errors import (
     Unavailable,
 )
 from portside.image.tarstream import (
-    BLK,
-    BLOCK,
     CHR,
     CHUNK,
     DIR,
@@ -51,11 +48,8 @@ from portside.image.tarstream import (
     SYMLINK,
     CorruptLayer,
     LayerSource,
-    LayerWriter,
     TarEntry,
     TarReader,
-    encode_header,
-    end_of_archive,
 )
 
 TYPE_CHECKING = False
@@ -64,12 +58,14 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 __all__ = [
+    "OPAQUE_MARKER",
+    "OPAQUE_XATTR",
+    "WHITEOUT_PREFIX",
     "ApplyResult",
     "CorruptLayer",
     "HostileLayer",
     "apply_layer",
     "apply_layer_in_place",
-    "make_layer",
 ]
 
 WHITEOUT_PREFIX = ".wh."
@@ -102,8 +98,7 @@ class ApplyResult:
             return NotImplemented
         return (self.diff_id, self.size, self.entries) == (other.diff_id, other.size, other.entries)
 
-    def __hash__(self) -> int:
-        return hash((self.diff_id, self.size, self.entries))
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"ApplyResult(diff_id={self.diff_id!r}, size={self.size}, entries={self.entries})"
@@ -116,9 +111,9 @@ def _split(name: str, entry: TarEntry) -> list[str]:
     """The components of a member path, ``/`` and ``.`` dropped; ``..`` is hostile."""
     parts = [p for p in name.split("/") if p and p != "."]
     if ".." in parts:
-        raise HostileLayer(f"{entry.name}: path {name!r} leaves the snapshot")
+        raise HostileLayer(f"layer member {entry.name!r}: path {name!r} leaves the snapshot")
     if "\0" in name:
-        raise CorruptLayer(f"{entry.name}: NUL byte in path")
+        raise CorruptLayer(f"layer member {entry.name!r}: NUL byte in path")
     return parts
 
 
@@ -153,6 +148,14 @@ def _remove_at(dfd: int, name: str) -> None:
         shutil.rmtree(name, dir_fd=dfd)
     else:
         os.unlink(name, dir_fd=dfd)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        if n == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
 
 
 def _umask() -> int:
@@ -239,11 +242,13 @@ class _Applier:
                 self._implicit_dir(fd, parts[: i + 1], entry)
                 nfd = _subdir(fd, parts[i])
             if nfd == _SYMLINK:
-                raise HostileLayer(f"{entry.name}: path component {sub!r} is a symlink")
+                raise HostileLayer(
+                    f"layer member {entry.name!r}: path component {sub!r} is a symlink"
+                )
             if nfd < 0:
                 if not create:
                     return -1
-                raise CorruptLayer(f"{entry.name}: {sub!r} is not a directory")
+                raise CorruptLayer(f"layer member {entry.name!r}: {sub!r} is not a directory")
             self.dirs[sub] = fd = nfd
         return fd
 
@@ -251,23 +256,16 @@ class _Applier:
         """Make a directory the layer does not list, with the metadata of the same
         directory in a lower layer if there is one."""
         found = self.lower_find(parts, entry)
-        mode = 0o755
         if found is not None:
-            lfd, st = found
-            os.close(lfd)
+            os.close(found[0])
+            st, rel = found[1], "/".join(parts)
             if stat.S_ISLNK(st.st_mode):
-                rel = "/".join(parts)
-                raise HostileLayer(f"{entry.name}: path component {rel!r} is a lower symlink")
+                what = f"path component {rel!r} is a symlink in a lower layer"
+                raise HostileLayer(f"layer member {entry.name!r}: {what}")
             if stat.S_ISDIR(st.st_mode):
-                mode = stat.S_IMODE(st.st_mode)
-                self.dir_meta["/".join(parts)] = TarEntry(
-                    "/".join(parts),
-                    DIR,
-                    mode=mode,
-                    uid=st.st_uid,
-                    gid=st.st_gid,
-                    mtime_ns=st.st_mtime_ns,
-                )
+                meta = TarEntry(rel, DIR, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns)
+                meta.uid, meta.gid = st.st_uid, st.st_gid
+                self.dir_meta[rel] = meta
         os.mkdir(parts[-1], 0o755, dir_fd=pfd)
 
     def lower_find(self, parts: list[str], entry: TarEntry) -> tuple[int, os.stat_result] | None:
@@ -290,7 +288,8 @@ class _Applier:
                 nfd = _subdir(fd, part)
                 if nfd == _SYMLINK:
                     sub = "/".join(parts[: i + 1])
-                    raise HostileLayer(f"{entry.name}: path component {sub!r} is a lower symlink")
+                    what = f"path component {sub!r} is a symlink in a lower layer"
+                    raise HostileLayer(f"layer member {entry.name!r}: {what}")
                 if nfd == _MISSING:
                     return None, not opaque
                 if nfd == _NOT_DIR:  # a file or whiteout hides the directories below
@@ -313,10 +312,15 @@ class _Applier:
     # members
 
     def apply(self, entry: TarEntry, reader: TarReader) -> None:
-        parts = _split(entry.name, entry)
+        name = entry.name
+        parts = name.split("/")
+        if "" in parts or "." in parts or ".." in parts or "\0" in name:
+            parts = _split(name, entry)
         if not parts:
             if entry.type != DIR:
-                raise HostileLayer(f"{entry.name}: the snapshot root must be a directory")
+                raise HostileLayer(
+                    f"layer member {entry.name!r}: the snapshot root must be a directory"
+                )
             self.dir_meta[""] = entry
             return
         base = parts[-1]
@@ -361,12 +365,14 @@ class _Applier:
             self._remove(pfd, parts)
             fd = os.open(base, _NEW_FILE, mode & 0o777, dir_fd=pfd)
         try:
-            write = os.write
-            for view in reader.data():
-                n = write(fd, view)
-                while n < len(view):  # a short write: only on a signal or a full disk
-                    rest = view[n:]
-                    n += write(fd, rest)
+            view = reader.take_all()
+            if view is None:
+                for view in reader.data():
+                    _write_all(fd, view)
+            elif view:
+                n = os.write(fd, view)
+                if n < len(view):  # a signal, or the disk filling up
+                    _write_all(fd, view[n:])
             if self.chown:
                 os.fchown(fd, entry.uid, entry.gid)
             if mode & 0o7000 or mode & self.mask:
@@ -410,7 +416,7 @@ class _Applier:
     def _hardlink(self, parts: list[str], entry: TarEntry) -> None:
         target = _split(entry.linkname, entry)
         if not target:
-            raise HostileLayer(f"{entry.name}: hardlink to the snapshot root")
+            raise HostileLayer(f"layer member {entry.name!r}: hardlink to the snapshot root")
         tpfd = self.dir_fd(target[:-1], entry, create=False)
         if tpfd >= 0 and _subdir_kind(tpfd, target[-1]) is None:
             tpfd = -1
@@ -431,11 +437,15 @@ class _Applier:
         link across layers)."""
         found = self.lower_find(target, entry)
         if found is None:
-            raise CorruptLayer(f"{entry.name}: hardlink target {entry.linkname!r} not found")
+            raise CorruptLayer(
+                f"layer member {entry.name!r}: hardlink target {entry.linkname!r} not found"
+            )
         lfd, st = found
         try:
             if stat.S_ISDIR(st.st_mode):
-                raise CorruptLayer(f"{entry.name}: hardlink to directory {entry.linkname!r}")
+                raise CorruptLayer(
+                    f"layer member {entry.name!r}: hardlink to directory {entry.linkname!r}"
+                )
             tpfd = self.dir_fd(target[:-1], entry)
             _copy_node(lfd, tpfd, target[-1], st, chown=self.chown)
         finally:
@@ -454,7 +464,7 @@ class _Applier:
             return  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): nothing to do here
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
-            raise HostileLayer(f"{entry.name}: whiteout of {name!r}")
+            raise HostileLayer(f"layer member {entry.name!r}: whiteout of {name!r}")
         hidden = [*parts[:-1], name]
         if self.overlay:
             pfd = self.dir_fd(parts[:-1], entry)
@@ -485,7 +495,10 @@ class _Applier:
         """Directory metadata, deepest last-listed first, once their contents exist."""
         for rel, entry in reversed(self.dir_meta.items()):
             self.trim()
-            fd = self.dir_fd(rel.split("/"), entry, create=False) if rel else self.root
+            try:
+                fd = self.dir_fd(rel.split("/"), entry, create=False) if rel else self.root
+            except HostileLayer:
+                continue  # replaced by a symlink later in the layer
             if fd < 0:
                 continue  # replaced or removed later in the layer
             if self.chown:
@@ -517,11 +530,14 @@ def _set_xattrs(target: int | str, entry: TarEntry) -> None:
         if key.startswith("trusted.overlay."):
             continue
         try:
-            os.setxattr(target, key, value, follow_symlinks=False)
+            if isinstance(target, int):
+                os.setxattr(target, key, value)
+            else:
+                os.setxattr(target, key, value, follow_symlinks=False)
         except OSError as exc:
             if exc.errno == errno.EOPNOTSUPP:
                 continue  # the file system has no xattrs of that namespace
-            raise OSError(exc.errno, f"set xattr {key}: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"set xattr {key}: {_strerror(exc)}") from exc
 
 
 def _copy_node(lfd: int, dfd: int, name: str, st: os.stat_result, *, chown: bool) -> None:
@@ -558,8 +574,14 @@ def _copy_node(lfd: int, dfd: int, name: str, st: os.stat_result, *, chown: bool
 # --- the public entry points --------------------------------------------------------
 
 
+def _strerror(exc: OSError) -> str:
+    """The reason of ``exc``, lowercase as our messages are."""
+    reason = exc.strerror or str(exc)
+    return reason[:1].lower() + reason[1:]
+
+
 def _os_error(entry: TarEntry, exc: OSError) -> PortsideError:
-    what = f"apply layer member {entry.name!r}: {exc.strerror or exc}"
+    what = f"apply layer member {entry.name!r}: {_strerror(exc)}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return Unavailable(what)
     if exc.errno in (errno.EPERM, errno.EACCES):
@@ -609,7 +631,7 @@ def apply_layer_in_place(
             except OSError as exc:
                 raise _os_error(entry, exc) from exc
             except ValueError as exc:  # a NUL byte in a link target
-                raise CorruptLayer(f"{entry.name}: {exc}") from exc
+                raise CorruptLayer(f"layer member {entry.name!r}: {exc}") from exc
         reader.drain()
         diff_id = source.diff_id()
         if expected_diff_id is not None and diff_id != expected_diff_id:
@@ -617,7 +639,7 @@ def apply_layer_in_place(
         try:
             applier.finish()
         except OSError as exc:
-            raise Internal(f"set directory metadata in {directory}: {exc}") from exc
+            raise Internal(f"set directory metadata in {directory}: {_strerror(exc)}") from exc
         return ApplyResult(diff_id, source.size, count)
     finally:
         if source is not None:
@@ -688,7 +710,7 @@ def _rename_noreplace(src: str, dst: str) -> None:
         if exc.errno in (errno.ENOSYS, errno.EINVAL):  # no renameat2 on this file system
             os.rename(src, dst)
             return
-        raise Internal(f"rename {src} to {dst}: {exc.strerror}") from exc
+        raise Internal(f"rename {src} to {dst}: {_strerror(exc)}") from exc
 
 
 def _remove_tree(path: str) -> None:
@@ -703,117 +725,3 @@ def _remove_tree(path: str) -> None:
             pass
 
     shutil.rmtree(path, onerror=retry)
-
-
-# --- making a layer -----------------------------------------------------------------
-
-
-def _header_for(path: str, name: str, st: os.stat_result) -> TarEntry:
-    mode = st.st_mode
-    entry = TarEntry(
-        name,
-        REG,
-        mode=stat.S_IMODE(mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mtime_ns=st.st_mtime_ns,
-    )
-    if stat.S_ISDIR(mode):
-        entry.type, entry.name = DIR, name + "/"
-    elif stat.S_ISLNK(mode):
-        entry.type, entry.linkname = SYMLINK, os.readlink(path)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        entry.type = CHR if stat.S_ISCHR(mode) else BLK
-        entry.devmajor, entry.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    elif stat.S_ISFIFO(mode):
-        entry.type = FIFO
-    elif stat.S_ISREG(mode):
-        entry.size = st.st_size
-    else:
-        raise InvalidArgument(f"{path}: cannot archive a socket")
-    xattrs = {}
-    for key in os.listxattr(path, follow_symlinks=False):
-        if not key.startswith("trusted.overlay.") and key != "security.selinux":
-            xattrs[key] = os.getxattr(path, key, follow_symlinks=False)
-    entry.xattrs = xattrs or None
-    return entry
-
-
-def _write_file(sink: LayerWriter, path: str, size: int) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        left = size
-        while left:
-            chunk = os.read(fd, min(left, CHUNK))
-            if not chunk:
-                raise FailedPrecondition(f"{path}: file shrank while it was archived")
-            sink.write(chunk)
-            left -= len(chunk)
-    finally:
-        os.close(fd)
-    sink.write(bytes(-size % BLOCK))
-
-
-def _walk(
-    sink: LayerWriter, top: str, prefix: str, overlay: bool, links: dict[tuple[int, int], str]
-) -> None:
-    """Archive the children of ``top`` (named ``prefix + name``), sorted by bytes."""
-    for name in sorted(os.listdir(top), key=os.fsencode):
-        path = os.path.join(top, name)
-        st = os.lstat(path)
-        rel = prefix + name
-        if overlay and _is_whiteout(st):
-            whiteout = TarEntry(prefix + WHITEOUT_PREFIX + name, REG, mode=0o600)
-            whiteout.uid, whiteout.gid, whiteout.mtime_ns = st.st_uid, st.st_gid, st.st_mtime_ns
-            sink.write(encode_header(whiteout))
-            continue
-        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-            first = links.setdefault((st.st_dev, st.st_ino), rel)
-            if first != rel:
-                link = TarEntry(rel, LINK, linkname=first, uid=st.st_uid, gid=st.st_gid)
-                link.mode, link.mtime_ns = stat.S_IMODE(st.st_mode), st.st_mtime_ns
-                sink.write(encode_header(link))
-                continue
-        entry = _header_for(path, rel, st)
-        sink.write(encode_header(entry))
-        if entry.type == REG:
-            _write_file(sink, path, entry.size)
-        elif entry.type == DIR:
-            if overlay and _opaque_path(path):
-                marker = TarEntry(rel + "/" + OPAQUE_MARKER, REG, mode=entry.mode)
-                marker.uid, marker.gid, marker.mtime_ns = entry.uid, entry.gid, entry.mtime_ns
-                sink.write(encode_header(marker))
-            _walk(sink, path, rel + "/", overlay, links)
-
-
-def _opaque_path(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def make_layer(
-    src_dir: str, out: BinaryIO, *, compression: str = "none", whiteouts: str = "none"
-) -> tuple[str, str, int]:
-    """Write ``src_dir`` as a layer tar to ``out``; return (diffID, digest, size) of what
-    was written (digest and size of the compressed blob; digest == diffID uncompressed).
-
-    Deterministic: members sorted by name bytes, ustar headers with PAX extensions only
-    where needed, owners and modes kept, mtimes in whole seconds, uname/gname empty,
-    hardlinks as links to the first name, xattrs as ``SCHILY.xattr.*`` (but not
-    ``trusted.overlay.*`` or ``security.selinux``). The top directory itself is not a
-    member. ``whiteouts="overlay"`` turns overlayfs whiteouts (0/0 char devices and
-    opaque directories) back into ``.wh.`` entries, for an overlay upper directory.
-    """
-    if whiteouts not in ("none", "overlay"):
-        raise InvalidArgument(f"whiteouts must be 'none' or 'overlay', not {whiteouts!r}")
-    sink = LayerWriter(out, compression)
-    try:
-        _walk(sink, src_dir, "", whiteouts == "overlay", {})
-    except FileNotFoundError as exc:
-        raise NotFound(f"{exc.filename}: no such file or directory") from exc
-    except OSError as exc:
-        raise Internal(f"archive {exc.filename or src_dir}: {exc.strerror}") from exc
-    sink.write(end_of_archive())
-    return sink.close()
