@@ -1,0 +1,335 @@
+"""The snapshotters' metadata: one SQLite database (WAL), schema-versioned.
+
+A row per snapshot: its integer ``id`` (the name of its directory, never reused:
+``AUTOINCREMENT``), the caller's ``key``, its kind, its parent's id, times, and for
+committed snapshots the usage measured at commit. Labels in their own table.
+
+Every snapshotter operation is one :class:`Transaction` (``BEGIN IMMEDIATE``): the
+row and the directory change together, in the order that keeps the rule *never a
+row without a directory* — a directory is made before its row commits and removed
+after its row is gone; a crash leaves at most a directory without a row, which
+``cleanup()`` removes.
+
+Migrations: ``_MIGRATIONS[n]`` takes the schema from version ``n`` to ``n + 1``;
+a database newer than this code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from portside.errors import FailedPrecondition, Internal, InvalidArgument
+from portside.image.content_common import validate_labels
+from portside.image.snapshots import (
+    ACTIVE,
+    COMMITTED,
+    VIEW,
+    Info,
+    SnapshotExists,
+    SnapshotInUse,
+    SnapshotNotFound,
+    WrongKind,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["SCHEMA_VERSION", "MetaStore", "Snapshot", "Transaction", "validate_key"]
+
+_MIGRATIONS = (
+    """
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('view', 'active', 'committed')),
+        parent INTEGER REFERENCES snapshots (id),
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        size INTEGER,
+        inodes INTEGER);
+    CREATE INDEX snapshots_parent ON snapshots (parent);
+    CREATE TABLE labels (
+        snapshot INTEGER NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (snapshot, key)) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+MAX_KEY = 4096
+
+_CHAIN = """
+WITH RECURSIVE chain (id, parent, depth) AS (
+    SELECT id, parent, 0 FROM snapshots WHERE id = ?
+    UNION ALL
+    SELECT s.id, s.parent, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent)
+SELECT id FROM chain WHERE depth > 0 ORDER BY depth
+"""
+_INFO = """
+SELECT s.id, s.key, s.kind, p.key, s.created, s.updated
+FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent
+"""
+
+
+def validate_key(key: str, what: str = "key") -> None:
+    """Refuse a snapshot key that is not a non-empty string of printable characters."""
+    ok = isinstance(key, str) and 0 < len(key) <= MAX_KEY
+    if not ok or not key.isprintable():
+        raise InvalidArgument(
+            f"invalid snapshot {what} {key!r}: want 1-{MAX_KEY} printable characters"
+        )
+
+
+class Snapshot:
+    """What a snapshotter needs of a row: its id, kind and parent chain (nearest first)."""
+
+    __slots__ = ("id", "key", "kind", "parent_ids")
+
+    def __init__(self, id: int, key: str, kind: str, parent_ids: list[int]) -> None:
+        self.id = id
+        self.key = key
+        self.kind = kind
+        self.parent_ids = parent_ids
+
+    def __repr__(self) -> str:
+        return f"Snapshot(id={self.id}, key={self.key!r}, kind={self.kind!r})"
+
+
+class MetaStore:
+    """The database at ``path``; one short connection per transaction, so it is
+    safe across threads and ``fork``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def transaction(self, *, write: bool = True) -> Transaction:
+        """A transaction (a context manager): committed on a clean exit, rolled back
+        when the block raises."""
+        return Transaction(self._connect(), self.path, write)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise Internal(f"{str(exc).lower()} opening {self.path}") from exc
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                _migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def schema_version(self) -> int:
+        conn = self._connect()
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+            raise FailedPrecondition(
+                f"{path} has schema version {version}, newer than this portside ({SCHEMA_VERSION})"
+            )
+        for script in _MIGRATIONS[version:]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise Internal(f"{str(exc).lower()} migrating {path}") from exc
+
+
+class Transaction:
+    """One operation's view of the database; see :meth:`MetaStore.transaction`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, write: bool) -> None:
+        self._conn = conn
+        self._path = path
+        self._write = write
+
+    def __enter__(self) -> Transaction:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise Internal(f"{str(exc).lower()} starting a transaction on {self._path}") from exc
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        except sqlite3.Error as err:
+            if exc_type is None:
+                raise Internal(f"{str(err).lower()} committing {self._path}") from err
+        finally:
+            self._conn.close()
+
+    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise Internal(f"{str(exc).lower()} in {self._path}") from exc
+
+    # --- reads ---------------------------------------------------------------------
+
+    def get(self, key: str) -> Snapshot:
+        """The snapshot ``key`` with its parent chain, or SnapshotNotFound."""
+        rows = self._rows("SELECT id, kind FROM snapshots WHERE key = ?", (key,))
+        if not rows:
+            raise SnapshotNotFound(f"snapshot {key!r} does not exist")
+        sid, kind = int(rows[0][0]), str(rows[0][1])  # type: ignore[call-overload]
+        chain = [int(r[0]) for r in self._rows(_CHAIN, (sid,))]  # type: ignore[call-overload]
+        return Snapshot(sid, key, kind, chain)
+
+    def info(self, key: str) -> Info:
+        rows = self._rows(_INFO + " WHERE s.key = ?", (key,))
+        if not rows:
+            raise SnapshotNotFound(f"snapshot {key!r} does not exist")
+        return self._info(rows[0])
+
+    def _info(self, row: tuple[object, ...]) -> Info:
+        sid, key, kind, parent, created, updated = row
+        labels = self._rows("SELECT key, value FROM labels WHERE snapshot = ?", (sid,))
+        return Info(
+            str(key),
+            str(kind),
+            None if parent is None else str(parent),
+            {str(k): str(v) for k, v in labels},
+            created=float(created),  # type: ignore[arg-type]
+            updated=float(updated),  # type: ignore[arg-type]
+        )
+
+    def walk(self) -> list[Info]:
+        """Every snapshot, by id (creation order)."""
+        return [self._info(row) for row in self._rows(_INFO + " ORDER BY s.id")]
+
+    def ids(self) -> set[int]:
+        return {int(r[0]) for r in self._rows("SELECT id FROM snapshots")}  # type: ignore[call-overload]
+
+    def stored_usage(self, key: str) -> tuple[int, int] | None:
+        """The usage recorded at commit, or None (not committed or not measured)."""
+        rows = self._rows("SELECT size, inodes FROM snapshots WHERE key = ?", (key,))
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])  # type: ignore[call-overload]
+
+    # --- writes --------------------------------------------------------------------
+
+    def create(
+        self, kind: str, key: str, parent: str | None, labels: Mapping[str, str], now: float
+    ) -> Snapshot:
+        """Insert an active or view snapshot on top of committed ``parent``."""
+        validate_labels(labels)
+        chain = self.plan(kind, key, parent)
+        sid = self._execute(
+            "INSERT INTO snapshots (key, kind, parent, created, updated) VALUES (?, ?, ?, ?, ?)",
+            (key, kind, chain[0] if chain else None, now, now),
+        )
+        self._set_labels(sid, labels)
+        return Snapshot(sid, key, kind, chain)
+
+    def plan(self, kind: str, key: str, parent: str | None) -> list[int]:
+        """Check that ``key`` could be created on ``parent``; returns the parent chain."""
+        validate_key(key)
+        if kind not in (ACTIVE, VIEW):
+            raise InvalidArgument(f"invalid snapshot kind {kind!r} for {key!r}")
+        chain: list[int] = []
+        if parent is not None:
+            base = self.get(parent)
+            if base.kind != COMMITTED:
+                raise WrongKind(f"parent {parent!r} of {key!r} is {base.kind}, not committed")
+            chain = [base.id, *base.parent_ids]
+        if self._rows("SELECT 1 FROM snapshots WHERE key = ?", (key,)):
+            raise SnapshotExists(f"snapshot {key!r} already exists")
+        return chain
+
+    def commit_active(
+        self,
+        key: str,
+        name: str,
+        labels: Mapping[str, str] | None,
+        usage: tuple[int, int] | None,
+        now: float,
+    ) -> Snapshot:
+        """Turn active ``key`` into committed ``name`` (same id, so same directory)."""
+        validate_key(name, "name")
+        if labels is not None:
+            validate_labels(labels)
+        snap = self.get(key)
+        if snap.kind != ACTIVE:
+            raise WrongKind(f"snapshot {key!r} is {snap.kind}, only an active one can be committed")
+        if self._rows("SELECT 1 FROM snapshots WHERE key = ?", (name,)):
+            raise SnapshotExists(f"snapshot {name!r} already exists")
+        size, inodes = usage if usage is not None else (None, None)
+        self._execute(
+            "UPDATE snapshots SET key = ?, kind = ?, updated = ?, size = ?, inodes = ?"
+            " WHERE id = ?",
+            (name, COMMITTED, now, size, inodes, snap.id),
+        )
+        if labels is not None:
+            self._execute("DELETE FROM labels WHERE snapshot = ?", (snap.id,))
+            self._set_labels(snap.id, labels)
+        return Snapshot(snap.id, name, COMMITTED, snap.parent_ids)
+
+    def remove(self, key: str) -> Snapshot:
+        """Delete the row of ``key``; refused while other snapshots descend from it."""
+        snap = self.get(key)
+        children = self._rows(
+            "SELECT key FROM snapshots WHERE parent = ? ORDER BY id LIMIT 3", (snap.id,)
+        )
+        if children:
+            names = ", ".join(repr(str(c[0])) for c in children)
+            raise SnapshotInUse(f"cannot remove snapshot {key!r}: it is the parent of {names}")
+        self._execute("DELETE FROM snapshots WHERE id = ?", (snap.id,))
+        return snap
+
+    def update(self, info: Info, fieldpaths: Sequence[str], now: float) -> Info:
+        """Change the mutable fields of ``info.name``: ``labels`` (all of them) or
+        ``labels.<key>`` (one; absent from ``info.labels`` means delete it)."""
+        snap = self.get(info.name)
+        validate_labels(info.labels)
+        paths = list(fieldpaths) or ["labels"]
+        for path in paths:
+            if path == "labels":
+                self._execute("DELETE FROM labels WHERE snapshot = ?", (snap.id,))
+                self._set_labels(snap.id, info.labels)
+            elif path.startswith("labels.") and len(path) > 7:
+                label = path[7:]
+                self._execute("DELETE FROM labels WHERE snapshot = ? AND key = ?", (snap.id, label))
+                if label in info.labels:
+                    self._set_labels(snap.id, {label: info.labels[label]})
+            else:
+                raise InvalidArgument(
+                    f"cannot update field {path!r} of snapshot {info.name!r}: only labels"
+                )
+        self._execute("UPDATE snapshots SET updated = ? WHERE id = ?", (now, snap.id))
+        return self.info(info.name)
+
+    def _set_labels(self, sid: int, labels: Mapping[str, str]) -> None:
+        for key, value in labels.items():
+            self._execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", (sid, key, value))
+
+    def _execute(self, sql: str, args: Sequence[object]) -> int:
+        """Run one statement; returns the last inserted rowid."""
+        try:
+            return int(self._conn.execute(sql, tuple(args)).lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise Internal(f"{str(exc).lower()} in {self._path}") from exc
+
+
+def db_path(root: str) -> str:
+    return os.path.join(root, "metadata.db")
