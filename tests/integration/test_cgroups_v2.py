@@ -14,9 +14,10 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from cgroup_helpers import in_child
 
 from portside.oci.runtime_spec import parse_resources
 from portside.runtime.cgroups import (
@@ -62,22 +63,6 @@ def cgroup() -> Iterator[CgroupManager]:
         finally:
             mgr.destroy()
     assert not mgr.exists()
-
-
-def in_child(mgr: CgroupManager, body: Callable[[], int]) -> int:
-    """Fork; the child joins ``mgr``, runs ``body`` and exits with its result."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 98
-        try:
-            mgr.apply(0)
-            code = body()
-        except BaseException:
-            code = 99
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def open_null() -> int:
