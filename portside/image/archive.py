@@ -336,30 +336,19 @@ def _sniff_layer(content: ContentStore, digest: str) -> str:
 
 
 def _verify_diff_id(content: ContentStore, desc: Descriptor, diff_id: str, what: str) -> None:
-    """Check that the layer uncompresses to ``diff_id`` (zstd layers are trusted)."""
-    compression = mt.layer_compression(desc.media_type)
-    if compression == "none":
-        got = str(desc.digest)
-    elif compression == "gzip":
-        import hashlib
-        import zlib
+    """Check that the layer uncompresses (gzip, zstd or none) to ``diff_id``."""
+    from portside.image.tarstream import LayerSource
 
-        h = hashlib.sha256()
-        z = zlib.decompressobj(wbits=31)
+    with content.open(str(desc.digest)) as f:
+        source = LayerSource(f, prefetch=False)
         try:
-            with content.open(str(desc.digest)) as f:
-                while chunk := f.read(BUFSIZE):
-                    h.update(z.decompress(chunk))
-                    while z.eof and z.unused_data:  # concatenated gzip members
-                        rest = z.unused_data
-                        z = zlib.decompressobj(wbits=31)
-                        h.update(z.decompress(rest))
-            h.update(z.flush())
-        except zlib.error as exc:
-            raise InvalidArchive(f"{what}: layer {desc.digest}: invalid gzip: {exc}") from exc
-        got = f"sha256:{h.hexdigest()}"
-    else:
-        return
+            while source.read():
+                pass
+        except (InvalidArgument, OSError, EOFError) as exc:
+            raise InvalidArchive(f"{what}: layer {desc.digest}: {exc}") from exc
+        finally:
+            source.close()
+    got = source.diff_id()
     if got != diff_id:
         raise InvalidArchive(f"{what}: layer {desc.digest} has diffID {got}, config says {diff_id}")
 
