@@ -1,14 +1,14 @@
 #!/bin/sh
 # Install everything Portside needs on a Debian 12 machine (run as root):
 # the apt packages, then a virtualenv in .venv with Portside and its dev tools.
-#   --peers  also install the engines the peer tests drive (podman, containerd, runc, crun)
+#   --peers  also install the peers the tests drive (podman, containerd, runc, crun, skopeo)
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 base="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
   nftables ca-certificates"
 # the peer engines come with their recommended packages (network and init helpers)
-peers="podman containerd runc crun conmon"
+peers="podman containerd runc crun conmon skopeo"
 
 missing() {
     for p in "$@"; do
