@@ -566,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         command = COMMANDS.get(rest[0])
         if command is None:
             raise UsageError(f"no such command: {rest[0]}")
+        if rest[1:2] in (["-h"], ["--help"], ["-help"]):
+            sys.stdout.write(USAGE)
+            return 0
         return command(Context(flags), rest[1:])
     except PortsideError as exc:
         _log_error(flags, str(exc))
