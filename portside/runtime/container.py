@@ -179,18 +179,9 @@ class Runtime:
     ) -> ContainerState:
         """Create the container; its init waits for :meth:`start` before running
         the user's process."""
-        from portside.runtime import init, namespaces, process  # create-only: lazy
-
         bundle = os.path.abspath(bundle)
         spec, rootfs, seccomp = self._prepare(bundle)
-        plan = namespaces.plan_namespaces(spec.linux)
-        if spec.linux is not None:
-            init.check_sysctls(spec.linux.sysctl, plan)
-        assert spec.process is not None
-        rlimits = process.check_rlimits(spec.process.rlimits)
-        process.check_personality(spec.linux.personality if spec.linux else None)
-        if spec.process.terminal and not console_socket:
-            raise InvalidArgument("process.terminal: needs --console-socket (or use run)")
+        plan, rlimits = _check_process(spec, console_socket)
         statedir, lock = self.store.reserve(container_id)
         st = ContainerState(
             id=container_id,
@@ -257,18 +248,8 @@ class Runtime:
             seccomp=seccomp is not None,
             hooks=hooks is not None and bool(hooks.start_container or hooks.create_container),
         )
-        cg = self._cgroup(st)
-        cg.create()
-        cleanup.append(cg.destroy)
-        st.cgroup = cg.to_json()
-        from portside.runtime.resources import effective_resources
-
-        cg.set(effective_resources(spec))
-        fifo = os.path.join(statedir, "exec.fifo")
-        os.mkfifo(fifo, 0o622)
-        os.chmod(fifo, 0o622)  # not the caller's umask: init may be another user
-        os.chown(fifo, *_host_root(spec))
-        fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        cg = self._make_cgroup(st, spec, cleanup)
+        fifo_fd = _make_exec_fifo(statedir, spec)
         console = _connect_console(console_socket) if console_socket else None
         join_fds = namespaces.open_namespace_fds(plan)
         parent, child = sync_pair()
@@ -306,6 +287,17 @@ class Runtime:
             if not ok:
                 _kill_wait(stage1)
             _reap(stage1)
+
+    def _make_cgroup(self, st: ContainerState, spec: Spec, cleanup: list[Any]) -> CgroupManager:
+        """Create the container's cgroup with its limits; recorded in the state."""
+        from portside.runtime.resources import effective_resources
+
+        cg = self._cgroup(st)
+        cg.create()
+        cleanup.append(cg.destroy)
+        st.cgroup = cg.to_json()
+        cg.set(effective_resources(spec))
+        return cg
 
     def _handshake(
         self,
@@ -486,6 +478,33 @@ class Runtime:
 
 
 # --- module helpers -----------------------------------------------------------
+
+
+def _check_process(
+    spec: Spec, console_socket: str | None
+) -> tuple[NamespacePlan, list[tuple[int, int, int]]]:
+    """Checks of what create would otherwise find out in the child: the namespace
+    plan, sysctls, rlimits, personality, terminal. Returns the plan and rlimits."""
+    from portside.runtime import init, namespaces, process  # create-only: lazy
+
+    plan = namespaces.plan_namespaces(spec.linux)
+    if spec.linux is not None:
+        init.check_sysctls(spec.linux.sysctl, plan)
+    assert spec.process is not None
+    rlimits = process.check_rlimits(spec.process.rlimits)
+    process.check_personality(spec.linux.personality if spec.linux else None)
+    if spec.process.terminal and not console_socket:
+        raise InvalidArgument("process.terminal: needs --console-socket (or use run)")
+    return plan, rlimits
+
+
+def _make_exec_fifo(statedir: str, spec: Spec) -> int:
+    """The fifo init blocks on until start; an O_PATH fd of it for init to reopen."""
+    fifo = os.path.join(statedir, "exec.fifo")
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)  # not the caller's umask: init may be another user
+    os.chown(fifo, *_host_root(spec))
+    return os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
 
 def _host_root(spec: Spec) -> tuple[int, int]:

@@ -11,10 +11,10 @@ __all__ = ["features"]
 
 def features() -> dict[str, Any]:
     from portside.linux.caps import known_caps
+    from portside.linux.mountopts import FLAGS, PROPAGATION
     from portside.oci.runtime_spec import NAMESPACE_TYPES
     from portside.runtime import cgroups, seccomp
     from portside.runtime.cli import SPEC_VERSION
-    from portside.runtime.rootfs import _FLAGS, PROPAGATION
 
     return {
         "ociVersionMin": "1.0.0",
@@ -27,7 +27,7 @@ def features() -> dict[str, Any]:
             "poststart",
             "poststop",
         ],
-        "mountOptions": sorted([*_FLAGS, *PROPAGATION]),
+        "mountOptions": sorted([*FLAGS, *PROPAGATION]),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),
             "capabilities": known_caps(),

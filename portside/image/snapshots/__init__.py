@@ -238,50 +238,13 @@ class Snapshotter(Protocol):
 
 # --- mounting on the host ------------------------------------------------------------
 
-_FLAG_OPTIONS: dict[str, tuple[bool, int]] = {}
-
-
-def _flag_options() -> dict[str, tuple[bool, int]]:
-    if not _FLAG_OPTIONS:
-        from portside.linux import kernel as k
-
-        _FLAG_OPTIONS.update(
-            {
-                "ro": (False, k.MS_RDONLY),
-                "rw": (True, k.MS_RDONLY),
-                "nosuid": (False, k.MS_NOSUID),
-                "suid": (True, k.MS_NOSUID),
-                "nodev": (False, k.MS_NODEV),
-                "dev": (True, k.MS_NODEV),
-                "noexec": (False, k.MS_NOEXEC),
-                "exec": (True, k.MS_NOEXEC),
-                "noatime": (False, k.MS_NOATIME),
-                "nodiratime": (False, k.MS_NODIRATIME),
-                "relatime": (False, k.MS_RELATIME),
-                "strictatime": (False, k.MS_STRICTATIME),
-                "sync": (False, k.MS_SYNCHRONOUS),
-                "dirsync": (False, k.MS_DIRSYNC),
-                "bind": (False, k.MS_BIND),
-                "rbind": (False, k.MS_BIND | k.MS_REC),
-            }
-        )
-    return _FLAG_OPTIONS
-
 
 def _split_options(options: Iterable[str]) -> tuple[int, str]:
-    """(mount flags, file system data) of an option list."""
-    table = _flag_options()
-    flags = 0
-    data: list[str] = []
-    for option in options:
-        entry = table.get(option)
-        if entry is None:
-            data.append(option)
-        elif entry[0]:
-            flags &= ~entry[1]
-        else:
-            flags |= entry[1]
-    return flags, ",".join(data)
+    """(mount flags, file system data) of an option list: the runtime's parser."""
+    from portside.linux.mountopts import parse_mount_options
+
+    parsed = parse_mount_options(list(options))
+    return parsed.flags, parsed.data
 
 
 def _compact_lowerdir(data: str) -> tuple[str, str] | None:
