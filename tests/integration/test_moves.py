@@ -6,14 +6,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mount_helpers import mounts_under, scratch_root
 
 from portside.errors import InvalidArgument
 from portside.image.base import make_busybox_image
@@ -131,22 +130,10 @@ def test_env_round_trips_through_json_quoting(env: dict[str, str]) -> None:
 # --- the moves on the real kernel ------------------------------------------------------
 
 
-def _mounts_under(root: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p == root or p.startswith(root + "/")]
-
-
 @pytest.fixture
 def tmp_root() -> Iterator[str]:
-    """A unique directory; whatever is still mounted below it is unmounted afterwards."""
-    path = tempfile.mkdtemp(prefix="ps-moves-")
-    try:
+    with scratch_root("ps-moves-") as path:
         yield path
-    finally:
-        for point in sorted(_mounts_under(path), key=len, reverse=True):
-            unmount_all(point, detach=True)
-        shutil.rmtree(path)
 
 
 @pytest.fixture
@@ -249,7 +236,7 @@ def test_export_then_import(
     names = _tar_names(data)
     assert {"bin/busybox", "hello"} <= names
     assert "etc/hostname" not in names and not any(".wh." in n for n in names)
-    assert _mounts_under(tmp_root) == []  # the export's mount is gone
+    assert mounts_under(tmp_root) == []  # the export's mount is gone
 
     image = import_rootfs(
         content, store, io.BytesIO(data), changes=['CMD ["sh"]', "ENV A=b"], tag="imported"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
+from mount_helpers import mounts_under, scratch_root
 
 from portside.errors import FailedPrecondition, InvalidArgument
 from portside.image.snapshots import (
@@ -34,22 +34,10 @@ pytestmark = pytest.mark.root
 Mounter = Callable[[list[Mount]], str]
 
 
-def _mounts_under(root: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p == root or p.startswith(root + "/")]
-
-
 @pytest.fixture
 def tmp_root() -> Iterator[str]:
-    """A unique directory; whatever is still mounted below it is unmounted afterwards."""
-    path = tempfile.mkdtemp(prefix="ps-snap-")
-    try:
+    with scratch_root("ps-snap-") as path:
         yield path
-    finally:
-        for point in sorted(_mounts_under(path), key=len, reverse=True):
-            unmount_all(point, detach=True)
-        shutil.rmtree(path)
 
 
 @pytest.fixture(params=["overlay", "vfs"])
@@ -327,7 +315,7 @@ def test_overlay_capability_check(tmp_root: str) -> None:
     assert features.whiteout_devices and features.index_off
     assert overlay_mod.overlay_supported(tmp_root)
     assert os.listdir(tmp_root) == []  # the scratch directory is gone
-    assert _mounts_under(tmp_root) == []
+    assert mounts_under(tmp_root) == []
     sn = open_snapshotter(os.path.join(tmp_root, "auto"))
     assert isinstance(sn, OverlaySnapshotter)
 

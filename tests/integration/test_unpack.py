@@ -6,12 +6,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 
 import pytest
+from mount_helpers import scratch_root
 
 from portside.image.base import BUSYBOX_HISTORY, make_busybox_image
 from portside.image.content import ContentStore
@@ -37,22 +36,10 @@ pytestmark = [
 ]
 
 
-def _mounts_under(root: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p == root or p.startswith(root + "/")]
-
-
 @pytest.fixture
 def tmp_root() -> Iterator[str]:
-    """A unique directory; whatever is still mounted below it is unmounted afterwards."""
-    path = tempfile.mkdtemp(prefix="ps-unpack-")
-    try:
+    with scratch_root("ps-unpack-") as path:
         yield path
-    finally:
-        for point in sorted(_mounts_under(path), key=len, reverse=True):
-            unmount_all(point, detach=True)
-        shutil.rmtree(path)
 
 
 @pytest.fixture
