@@ -138,8 +138,9 @@ def _stage1(ctx: InitContext) -> None:
     # single-threaded, so moving this thread moves the process
     ctx.step = "cgroup"
     ctx.cgroup_enter()
-    with open("/proc/self/cgroup") as f:
-        ctx.cgroup_paths = own_cgroups(f.read())
+    if any(m.type in ("cgroup", "cgroup2") for m in ctx.spec.mounts):  # for _cgroup_mount
+        with open("/proc/self/cgroup") as f:
+            ctx.cgroup_paths = own_cgroups(f.read())
     ctx.step = "join namespaces"
     namespaces.join(ctx.k, ctx.join_fds)
     if ctx.plan.creates("user"):
