@@ -10,6 +10,7 @@ The hierarchy, after containerd's ``errdefs``::
     ├── Conflict                   the request conflicts with another object's use of it
     ├── PermissionDenied           the kernel or a policy refused the operation
     ├── Unavailable                a resource or kernel feature is missing on this host
+    ├── NotModified                the object is already in the requested state (HTTP 304)
     └── Internal                   a fault of ours or of the host, with the cause chained
 
 Each package subclasses these for its own errors; the API layer maps the *class*
@@ -26,6 +27,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "NotFound",
+    "NotModified",
     "PermissionDenied",
     "PortsideError",
     "Unavailable",
@@ -63,6 +65,11 @@ class PermissionDenied(PortsideError):
 
 class Unavailable(PortsideError):
     """A resource or kernel feature the request needs is missing on this host."""
+
+
+class NotModified(PortsideError):
+    """Nothing to do: the object is already in the requested state, e.g. starting
+    a running container (Docker answers 304)."""
 
 
 class Internal(PortsideError):
