@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 base="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
-  nftables ca-certificates tini tmux"
+  nftables ca-certificates tini tmux debootstrap"
 # the peer engines come with their recommended packages (network and init helpers)
 peers="podman containerd runc crun conmon skopeo"
 

@@ -8,6 +8,11 @@
 * ``"oci"``: the OCI image layout alone (image-spec ``image-layout.md``).
 
 Blobs are copied as stored (no recompression), so digests survive a round trip.
+Where that differs from Docker's graphdriver store, which writes every layer
+uncompressed under its diffID: a compressed layer stays compressed under its blob
+digest (as Docker's containerd image store writes it; ``docker load`` decompresses),
+and so gets no ``LayerSources`` entry. ``repositories`` names each tag's top layer by
+diffID, and a bare name (``busybox``) saves every tag of it, as Docker does.
 
 :func:`load` streams an archive of either kind, older Docker ones too
 (``<id>/layer.tar``, ``<id>.json``): each member is spooled into the content store as
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
     from portside.image.content import ContentStore
     from portside.image.store import Image, ImageStore
+    from portside.oci.reference import Reference
 
 __all__ = ["FORMATS", "InvalidArchive", "load", "save"]
 
@@ -69,18 +75,41 @@ def _dumps(doc: object) -> bytes:
 
 def _resolve_refs(store: ImageStore, refs: Iterable[str]) -> list[tuple[Image, list[str]]]:
     """The images named by ``refs``, in order of first mention, each with the tags
-    (normalised) it was named by; an image named by ID has none of its own."""
+    (normalised) it was named by; an image named by ID has none of its own. A bare
+    name (``busybox``) names every tag of it, as ``docker save busybox`` does; only
+    when it has none is it looked up as an image (``busybox:latest``, an ID prefix)."""
     out: dict[str, tuple[Image, list[str]]] = {}
-    for text in refs:
-        image = store.get(text)
+
+    def add(image: Image, tag: str | None) -> None:
         _, tags = out.setdefault(image.id, (image, []))
+        if tag is not None and tag in image.tags and tag not in tags:
+            tags.append(tag)
+
+    for text in refs:
         try:
-            name = str(parse_reference(text).with_default_tag())
+            ref: Reference | None = parse_reference(text)
         except InvalidReference:
-            continue
-        if name in image.tags and name not in tags:
-            tags.append(name)
+            ref = None
+        if ref is not None and ref.tag is None and ref.digest is None:
+            named = _tags_of_name(store, ref.name)
+            for image, tag in named:
+                add(image, tag)
+            if named:
+                continue
+        image = store.get(text)
+        add(image, None if ref is None else str(ref.with_default_tag()))
     return list(out.values())
+
+
+def _tags_of_name(store: ImageStore, name: str) -> list[tuple[Image, str]]:
+    """(image, tag) of every tag of repository ``name`` (normalised), by tag."""
+    found = [
+        (tag, image)
+        for image in store.images()
+        for tag in image.tags
+        if tag.rpartition(":")[0] == name
+    ]
+    return [(image, tag) for tag, image in sorted(found, key=lambda f: f[0])]
 
 
 def _index_entries(images: list[tuple[Image, list[str]]], content: ContentStore) -> list[Any]:
@@ -101,23 +130,45 @@ def _blob_path(digest: str) -> str:
     return f"blobs/{alg}/{hexpart}"
 
 
+def _layer_sources(image: Image) -> dict[str, Any]:
+    """``LayerSources`` of a manifest.json entry, as Docker 25+ writes it: each layer's
+    descriptor by diffID. Only for uncompressed layers: Docker keeps a source as the
+    layer's own descriptor, and one naming a compressed blob would make its next
+    ``docker save`` list a digest that is not in that archive."""
+    out: dict[str, Any] = {}
+    for layer in image.layers:
+        if mt.is_layer(layer.media_type) and mt.layer_compression(layer.media_type) == "none":
+            desc = {"mediaType": layer.media_type, "size": layer.size, "digest": layer.digest}
+            out.setdefault(layer.diff_id, desc)
+    return out
+
+
 def _docker_files(images: list[tuple[Image, list[str]]]) -> dict[str, bytes]:
-    """``manifest.json`` and ``repositories`` of a Docker 25+ archive."""
+    """``manifest.json`` and ``repositories`` of a Docker 25+ archive (moby's
+    ``image/tarexport/save.go``): ``repositories`` maps each tag to the hex of the
+    image's top layer (its diffID, the name Docker's layer file has), and is left out
+    when no image is tagged; both end in a newline, as Go's JSON encoder writes."""
     entries = []
     repositories: dict[str, dict[str, str]] = {}
     for image, tags in images:
         familiar = [parse_reference(t).familiar() for t in tags]
-        entries.append(
-            {
-                "Config": _blob_path(image.id),
-                "RepoTags": familiar,
-                "Layers": [_blob_path(layer.digest) for layer in image.layers],
-            }
-        )
+        entry: dict[str, Any] = {
+            "Config": _blob_path(image.id),
+            "RepoTags": familiar,
+            "Layers": [_blob_path(layer.digest) for layer in image.layers],
+        }
+        sources = _layer_sources(image)
+        if sources:
+            entry["LayerSources"] = sources
+        entries.append(entry)
         for tag in tags:
             ref = parse_reference(tag)
-            repositories.setdefault(ref.familiar_name, {})[ref.tag or ""] = Digest(image.id).hex
-    return {"manifest.json": _dumps(entries), "repositories": _dumps(repositories)}
+            top = Digest(image.layers[-1].diff_id).hex if image.layers else Digest(image.id).hex
+            repositories.setdefault(ref.familiar_name, {})[ref.tag or ""] = top
+    files = {"manifest.json": _dumps(entries) + b"\n"}
+    if repositories:
+        files["repositories"] = _dumps(repositories) + b"\n"
+    return files
 
 
 def _tarinfo(name: str, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:

@@ -17,7 +17,13 @@ import os
 
 from portside.errors import PortsideError
 from portside.image.layer import apply_layer_in_place
-from portside.image.snapshots import COMMITTED, SnapshotExists, SnapshotNotFound, WrongKind
+from portside.image.snapshots import (
+    ACTIVE,
+    COMMITTED,
+    SnapshotExists,
+    SnapshotNotFound,
+    WrongKind,
+)
 from portside.image.tarstream import CorruptLayer
 
 TYPE_CHECKING = False
@@ -28,9 +34,19 @@ if TYPE_CHECKING:
     from portside.image.snapshots import Mount, Snapshotter
     from portside.image.store_db import Image
 
-__all__ = ["CorruptLayer", "prepare_container_rootfs", "unpack"]
+__all__ = [
+    "EXTRACT_PREFIX",
+    "CorruptLayer",
+    "extract_alive",
+    "extract_owner",
+    "prepare_container_rootfs",
+    "sweep_extracts",
+    "unpack",
+]
 
 _READ = 1 << 20
+#: the key of an unpack's active snapshot: ``extract-<pid>-<12 hex> <chainID>``
+EXTRACT_PREFIX = "extract-"
 
 
 class _HashingReader:
@@ -92,7 +108,7 @@ def _unpack_layer(
     parent: str | None,
 ) -> None:
     layer = image.layers[index]
-    tmp_key = f"extract-{os.getpid()}-{os.urandom(6).hex()} {layer.chain_id}"
+    tmp_key = f"{EXTRACT_PREFIX}{os.getpid()}-{os.urandom(6).hex()} {layer.chain_id}"
     mounts = snapshotter.prepare(tmp_key, parent=parent)
     try:
         try:
@@ -173,3 +189,67 @@ def _apply(stream: _HashingReader, mounts: list[Mount], diff_id: str) -> None:
             unmount_all(target)
     finally:
         os.rmdir(target)
+
+
+# --- crash leftovers ------------------------------------------------------------------
+
+
+def extract_owner(key: str) -> int | None:
+    """The pid in an unpack's snapshot key (``extract-<pid>-<hex> <chainID>``); None
+    for any other key."""
+    if not key.startswith(EXTRACT_PREFIX):
+        return None
+    pid, sep, rest = key[len(EXTRACT_PREFIX) :].partition("-")
+    if not sep or not pid.isdigit() or " " not in rest:
+        return None
+    return int(pid)
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:  # cannot tell: take it as alive
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields and fields[0] in ("Z", "X"):  # a zombie unpacks nothing any more
+        return None
+    return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def extract_alive(key: str, created: float) -> bool:
+    """Whether the unpack that made snapshot ``key`` (created at ``created``) may
+    still be running: its pid exists and started before the snapshot (a pid reused
+    after a reboot or wrap-around started later)."""
+    pid = extract_owner(key)
+    if pid is None:
+        return True
+    started = _started(pid)
+    return started is not None and started <= created + 1.0
+
+
+def sweep_extracts(snapshotter: Snapshotter) -> list[str]:
+    """Remove the active snapshots of unpacks that died before finishing (a crash
+    between ``prepare`` and ``commit``); returns their keys. Run it at startup: an
+    unpack whose process still lives is left alone."""
+    removed = []
+    for info in snapshotter.walk(kind=ACTIVE):
+        if extract_owner(info.name) is None or extract_alive(info.name, info.created):
+            continue
+        try:
+            snapshotter.remove(info.name)
+        except SnapshotNotFound:  # swept by another process meanwhile
+            continue
+        removed.append(info.name)
+    return removed

@@ -128,7 +128,7 @@ def test_docker_archive_members_are_dockers(busybox: Image, src: Stores) -> None
             "Layers": [f"blobs/sha256/{la.digest.partition(':')[2]}" for la in busybox.layers],
         }
     ]
-    assert repos == {"busybox": {"latest": hexid}}
+    assert repos == {"busybox": {"latest": busybox.layers[-1].diff_id.partition(":")[2]}}
     assert layout == {"imageLayoutVersion": "1.0.0"}
     [entry] = index["manifests"]
     assert entry["digest"] == busybox.manifest_digest
