@@ -176,9 +176,13 @@ class Runtime:
         pid_file: str | None = None,
         no_pivot: bool = False,
         preserve_fds: int = 0,
+        stdio: tuple[int, int, int] | None = None,
     ) -> ContainerState:
         """Create the container; its init waits for :meth:`start` before running
-        the user's process."""
+        the user's process.
+
+        ``stdio``: fds to become the container's 0, 1 and 2 instead of the caller's
+        own; stage 1 then also closes every other fd of the caller it inherited."""
         bundle = os.path.abspath(bundle)
         spec, rootfs, seccomp = self._prepare(bundle)
         plan, rlimits = _check_process(spec, console_socket)
@@ -208,6 +212,7 @@ class Runtime:
                 console_socket=console_socket,
                 no_pivot=no_pivot,
                 preserve_fds=preserve_fds,
+                stdio=stdio,
             )
             self.store.save(st)
             if pid_file:
@@ -237,6 +242,7 @@ class Runtime:
         console_socket: str | None,
         no_pivot: bool,
         preserve_fds: int,
+        stdio: tuple[int, int, int] | None = None,
     ) -> None:
         from portside.runtime import init, namespaces, process
         from portside.runtime.sync import sync_pair
@@ -268,6 +274,7 @@ class Runtime:
             no_pivot=no_pivot,
             preserve_fds=preserve_fds,
             kernel=self.kernel,
+            stdio=stdio,
         )
         try:
             stage1 = init.run_stage1(ctx)
@@ -456,8 +463,11 @@ class Runtime:
         console_socket: str | None = None,
         pid_file: str | None = None,
         preserve_fds: int = 0,
+        stdio: tuple[int, int, int] | None = None,
     ) -> int:
-        """Start ``proc`` inside the running container; return its host PID."""
+        """Start ``proc`` inside the running container; return its host PID.
+
+        ``stdio`` as for :meth:`create`."""
         from portside.runtime.execproc import exec_in
 
         st = self.load(container_id)
@@ -471,6 +481,7 @@ class Runtime:
             console_socket=console_socket,
             preserve_fds=preserve_fds,
             kernel=self.kernel,
+            stdio=stdio,
         )
         if pid_file:
             atomic_write(os.path.abspath(pid_file), str(pid).encode())

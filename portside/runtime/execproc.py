@@ -59,6 +59,7 @@ class _Exec:
         rlimits: list[tuple[int, int, int]],
         preserve_fds: int,
         kernel: Kernel,
+        stdio: tuple[int, int, int] | None = None,
     ) -> None:
         self.proc = proc
         self.sync = sync
@@ -69,6 +70,7 @@ class _Exec:
         self.rlimits = rlimits
         self.preserve_fds = preserve_fds
         self.k = kernel
+        self.stdio = stdio
         self.step = "start"
 
     def run(self, body: str) -> None:
@@ -84,6 +86,15 @@ class _Exec:
     def stage1(self) -> None:
         from portside.linux import caps
 
+        if self.stdio is not None:
+            from portside.runtime.init import install_stdio
+
+            self.step = "stdio"
+            keep = {self.sync.fileno(), *(fd for _, fd in self.fds)}
+            keep.update(range(3, 3 + self.preserve_fds))
+            if self.console is not None:
+                keep.add(self.console.fileno())
+            install_stdio(self.stdio, keep)
         self.step = "dumpable"
         caps.set_dumpable(False)
         self.step = "cgroup"
@@ -124,6 +135,7 @@ def exec_in(
     console_socket: str | None = None,
     preserve_fds: int = 0,
     kernel: Kernel | None = None,
+    stdio: tuple[int, int, int] | None = None,
 ) -> int:
     from portside.oci.runtime_spec import LinuxSeccomp
     from portside.runtime.container import _connect_console
@@ -149,6 +161,7 @@ def exec_in(
         rlimits=rlimits,
         preserve_fds=preserve_fds,
         kernel=kernel or K.LinuxKernel(),
+        stdio=stdio,
     )
     try:
         stage1 = os.fork()

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from portside.runtime.namespaces import NamespacePlan
     from portside.runtime.sync import SyncSocket
 
-__all__ = ["INIT_STEPS", "InitContext", "check_sysctls", "run_stage1"]
+__all__ = ["INIT_STEPS", "InitContext", "check_sysctls", "install_stdio", "run_stage1"]
 
 #: sysctl prefixes that are namespaced, and the namespace each needs
 _NAMESPACED_SYSCTLS = (
@@ -92,6 +92,7 @@ class InitContext:
         no_pivot: bool = False,
         preserve_fds: int = 0,
         kernel: Kernel | None = None,
+        stdio: tuple[int, int, int] | None = None,
     ) -> None:
         self.spec = spec
         self.bundle = bundle
@@ -107,10 +108,30 @@ class InitContext:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.k = kernel or K.LinuxKernel()
+        self.stdio = stdio
         self.step = "start"
         self.exec_path = ""
         self.state: dict[str, Any] = {}
         self.cgroup_paths: dict[str, str] = {}
+
+
+def install_stdio(stdio: tuple[int, int, int], keep: set[int]) -> None:
+    """Make ``stdio`` fds 0, 1 and 2 of this (freshly forked) process and close
+    every other fd but ``keep``: the caller may be a server holding other
+    containers' pipes, which a created container must not keep open."""
+    import fcntl
+
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]  # clear of 0..2
+    for target, fd in enumerate(moved):
+        os.dup2(fd, target)
+    wanted = keep | {0, 1, 2}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in wanted:
+            try:
+                os.close(fd)
+            except OSError:
+                continue  # the listing's own fd, already closed
 
 
 def _child(ctx: InitContext, body: Callable[[InitContext], None]) -> None:
@@ -132,6 +153,15 @@ def _stage1(ctx: InitContext) -> None:
     from portside.linux import caps
     from portside.runtime.cgroupfs import own_cgroups
 
+    if ctx.stdio is not None:
+        ctx.step = "stdio"
+        keep = {ctx.sync.fileno(), *(fd for _, fd in ctx.join_fds)}
+        keep.update(range(3, 3 + ctx.preserve_fds))
+        if ctx.fifo_fd is not None:
+            keep.add(ctx.fifo_fd)
+        if ctx.console is not None:
+            keep.add(ctx.console.fileno())
+        install_stdio(ctx.stdio, keep)
     ctx.step = "dumpable"
     caps.set_dumpable(False)
     # first, while we still see the host's cgroup files as their owner; we are
