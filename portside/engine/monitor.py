@@ -10,8 +10,9 @@ to attached clients, reaps, and records each exit in ``E/monitor/<id>.exit``
 (fsync'ed, renamed into place) before announcing it to subscribers. It outlives
 the daemon: a restarted daemon finds it, and its containers, still there.
 
-Per container it keeps a few fds and small buffers; the wire protocol is in
-:mod:`portside.engine.monitor_proto`.
+Per container it keeps a few fds and small buffers. The wire protocol is in
+:mod:`portside.engine.monitor_proto`, starting a process with its stdio in
+:mod:`portside.engine.monitor_spawn`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from portside.engine.monitor_proto import (
     stream_frame,
     valid_id,
 )
+from portside.engine.monitor_spawn import close_fd, reset_child, spawn_container, spawn_exec
 from portside.errors import AlreadyExists, InvalidArgument, NotFound, PortsideError
 
 TYPE_CHECKING = False
@@ -51,19 +53,6 @@ STDIN_CAP = 1 << 20
 READ_SIZE = 65536
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 _R, _W = selectors.EVENT_READ, selectors.EVENT_WRITE
-
-
-def _nonblock(fd: int) -> int:
-    os.set_blocking(fd, False)
-    return fd
-
-
-def _close(fd: int) -> None:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def exit_code(status: int) -> int:
@@ -176,7 +165,7 @@ class Monitor:
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.sel.register(r, _R, self._on_wakeup)
-        os.register_at_fork(after_in_child=_reset_child)
+        os.register_at_fork(after_in_child=reset_child)
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True
@@ -435,7 +424,7 @@ class Monitor:
             stdin_once=bool(req.get("stdin_once")),
         )
         proc.has_stdin = bool(req.get("open_stdin"))
-        self._spawn_container(proc, req)
+        spawn_container(self.runtime, proc, req, self._console_for(proc))
         self._adopt(proc)
         self._reply(conn, pid=proc.pid)
 
@@ -447,7 +436,7 @@ class Monitor:
         detach = bool(req.get("detach"))
         proc = Proc(exec_id, cid, is_exec=True, tty=bool(req.get("tty")), stdin_once=True)
         proc.has_stdin = not detach and bool(req.get("stdin"))
-        self._spawn_exec(proc, req, attached=not detach)
+        spawn_exec(self.runtime, proc, req, self._console_for(proc), attached=not detach)
         self._adopt(proc)
         self._reply(conn, pid=proc.pid)
         if not detach:
@@ -514,67 +503,6 @@ class Monitor:
         conn.mode, conn.decoder = "subscribe", None
         self.subscribers.append(conn)
 
-    # --- forking ----------------------------------------------------------------------
-
-    def _spawn_container(self, proc: Proc, req: dict[str, Any]) -> None:
-        """``Runtime.create`` with stdio of ours: the container is created, not started."""
-        driver = str(req.get("log_driver") or "json-file")
-        if driver not in ("json-file", "none"):
-            raise InvalidArgument(f"log driver {driver!r} is not supported (json-file, none)")
-        bundle = str(req.get("bundle") or "")
-        stdio = _Stdio(self, tty=proc.tty, stdin=bool(req.get("open_stdin")), output=True)
-        created = False
-        try:
-            if driver == "json-file":
-                opts = {str(k): str(v) for k, v in (req.get("log_opts") or {}).items()}
-                proc.log = JsonLogWriter(str(req.get("log_path") or ""), opts)
-            st = self.runtime.create(
-                proc.id, bundle, console_socket=stdio.console_path, stdio=stdio.child
-            )
-            created = True
-            proc.pid = st.pid
-            stdio.finish(proc)
-        except BaseException:
-            stdio.abort()
-            if proc.log is not None:
-                proc.log.close()
-            if created:
-                self.runtime.delete(proc.id, force=True)
-                self._reap_quietly(proc.pid)
-            raise
-        finally:
-            stdio.close_child()
-
-    def _spawn_exec(self, proc: Proc, req: dict[str, Any], *, attached: bool) -> None:
-        """``Runtime.exec`` with stdio of ours (/dev/null when nobody will read it)."""
-        from portside.oci.runtime_spec import Process
-
-        raw = req.get("process")
-        if not isinstance(raw, dict):
-            raise InvalidArgument("exec: process must be a JSON object")
-        spec = Process.from_json({**raw, "terminal": proc.tty}, "process")
-        stdin = attached and bool(req.get("stdin"))
-        stdio = _Stdio(self, tty=proc.tty, stdin=stdin, output=attached)
-        try:
-            proc.pid = self.runtime.exec(
-                proc.cid, spec, console_socket=stdio.console_path, stdio=stdio.child
-            )
-            stdio.finish(proc)
-        except BaseException:
-            stdio.abort()
-            if proc.pid:
-                _kill(proc.pid)
-                self._reap_quietly(proc.pid)
-            raise
-        finally:
-            stdio.close_child()
-
-    def _reap_quietly(self, pid: int) -> None:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
     # --- processes ------------------------------------------------------------------
 
     def _adopt(self, proc: Proc) -> None:
@@ -629,7 +557,7 @@ class Monitor:
             self._proc_events(proc)
             return
         self._proc_events(proc)
-        _close(fd)
+        close_fd(fd)
 
     def _flush_stdin(self, proc: Proc) -> None:
         was_full = len(proc.stdin_buf) > STDIN_CAP
@@ -646,7 +574,7 @@ class Monitor:
         if proc.stdin_closing and not proc.stdin_buf and fd >= 0 and not proc.tty:
             proc.stdin_fd = -1
             self._proc_events(proc)
-            _close(fd)
+            close_fd(fd)
         else:
             self._proc_events(proc)
         if was_full and len(proc.stdin_buf) <= STDIN_CAP:
@@ -686,7 +614,7 @@ class Monitor:
         proc.stdin_fd = -1
         self._proc_events(proc)  # unregistered before closed: the numbers get reused
         for fd in fds:
-            _close(fd)
+            close_fd(fd)
         if proc.log is not None:
             try:
                 proc.log.close()
@@ -747,125 +675,12 @@ class Monitor:
         except FileNotFoundError:
             pass
 
-    def console_path(self) -> str:
+    def _console_for(self, proc: Proc) -> str | None:
+        """A fresh console socket path for a TTY process, else None."""
+        if not proc.tty:
+            return None
         self.counter += 1
         return os.path.join(self.state_dir, f".console-{self.counter}.sock")
-
-
-class _Stdio:
-    """The fds of a new process: pipes (or /dev/null), or a console socket on
-    which the runtime sends the pty master."""
-
-    def __init__(self, monitor: Monitor, *, tty: bool, stdin: bool, output: bool) -> None:
-        self.parent: dict[str, int] = {}
-        self.opened: list[int] = []
-        self.listener: socket.socket | None = None
-        self.console_path: str | None = None
-        try:
-            null = self._open(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
-            if tty:
-                self._listen(monitor.console_path())
-                self.child = (null, null, null)
-                return
-            fds = [null, null, null]
-            if stdin:
-                fds[0], self.parent["stdin"] = self._pipe()
-            if output:
-                self.parent["stdout"], fds[1] = self._pipe()
-                self.parent["stderr"], fds[2] = self._pipe()
-            self.child = (fds[0], fds[1], fds[2])
-        except BaseException:
-            self.abort()
-            raise
-
-    def _open(self, fd: int) -> int:
-        self.opened.append(fd)
-        return fd
-
-    def _pipe(self) -> tuple[int, int]:
-        r, w = os.pipe()
-        self.opened += (r, w)
-        return r, w
-
-    def _listen(self, path: str) -> None:
-        try:
-            os.unlink(path)  # left by a monitor killed in the middle of a create
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener = sock
-        sock.bind(path)
-        self.console_path = path
-        sock.listen(1)
-
-    def finish(self, proc: Proc) -> None:
-        """Hand the parent's ends to ``proc`` (receiving the pty master first)."""
-        if self.listener is not None:
-            self.listener.settimeout(5.0)
-            conn, _ = self.listener.accept()
-            with conn:
-                conn.settimeout(5.0)
-                _, fds, _, _ = socket.recv_fds(conn, 1024, 4)
-            if not fds:
-                raise InvalidArgument("console: no pty master received")
-            for extra in fds[1:]:
-                _close(extra)
-            master = _nonblock(fds[0])
-            proc.stdin_fd = master
-            proc.outputs[master] = 1
-            self._close_listener()
-            return
-        if "stdin" in self.parent:
-            proc.stdin_fd = _nonblock(self.parent["stdin"])
-        if "stdout" in self.parent:
-            proc.outputs[_nonblock(self.parent["stdout"])] = 1
-            proc.outputs[_nonblock(self.parent["stderr"])] = 2
-        kept = set(self.parent.values())
-        self.opened = [fd for fd in self.opened if fd not in kept]
-
-    def close_child(self) -> None:
-        """Close what only the process needed (after it has its copies)."""
-        for fd in self.opened:
-            _close(fd)
-        self.opened = []
-        self._close_listener()
-
-    def abort(self) -> None:
-        for fd in self.parent.values():
-            if fd not in self.opened:
-                self.opened.append(fd)
-        self.parent = {}
-        self.close_child()
-
-    def _close_listener(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if self.console_path is not None:
-            try:
-                os.unlink(self.console_path)
-            except FileNotFoundError:
-                pass
-            self.console_path = None
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _reset_child() -> None:
-    """In a child forked for a container: no monitor signal plumbing, and the
-    default dispositions Python changed (SIGPIPE, SIGXFSZ are ignored by it)."""
-    import gc
-
-    gc.disable()  # no collection may close a monitor fd number the child reuses
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
-                signal.SIGXFSZ):  # fmt: skip
-        signal.signal(sig, signal.SIG_DFL)
 
 
 # --- logging and process setup ---------------------------------------------------------
@@ -892,8 +707,8 @@ def _daemonize(exec_root: str) -> None:
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(logfd, 2)
-    _close(null)
-    _close(logfd)
+    close_fd(null)
+    close_fd(logfd)
     _LOG_FD = 2
     os.chdir("/")
     os.umask(0o022)

@@ -25,6 +25,7 @@ __all__ = [
     "check_rlimits",
     "exec_process",
     "lookpath",
+    "reset_signals",
     "setup_terminal",
 ]
 
@@ -224,10 +225,11 @@ def exec_process(
     *,
     preserve_fds: int = 0,
 ) -> None:
-    """The last steps, in runc's order: fds, seccomp (early if it needs
-    CAP_SYS_ADMIN), user and capabilities, no_new_privs, seccomp (late), execve."""
+    """The last steps: default signals, then in runc's order fds, seccomp (early if
+    it needs CAP_SYS_ADMIN), user and capabilities, no_new_privs, seccomp (late), execve."""
     from portside.linux import caps
 
+    reset_signals()
     _close_extra_fds(preserve_fds)
     nnp = bool(proc.no_new_privileges)
     if seccomp is not None and not nnp:
@@ -255,6 +257,17 @@ def exec_process(
     if seccomp is not None and nnp:
         _load_seccomp(seccomp)
     os.execve(path, proc.args, _env_dict(proc.env))
+
+
+def reset_signals() -> None:
+    """Give back the default dispositions Python changed at startup: it ignores
+    SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across execve (a
+    container's `yes | head -1` would never end). Before seccomp, which may deny
+    rt_sigaction."""
+    import _signal  # the enum-free core of :mod:`signal` (import cost)
+
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
 
 
 def _set_user(uid: int, gid: int, groups: list[int]) -> None:

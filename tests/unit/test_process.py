@@ -1,14 +1,15 @@
-"""Pure checks of process setup: rlimits, personality, $PATH lookup."""
+"""Process setup: rlimits, personality, $PATH lookup, the signal state at exec."""
 
 from __future__ import annotations
 
 import os
 import resource
+import signal
 
 import pytest
 
 from portside.errors import InvalidArgument, NotFound, PermissionDenied
-from portside.oci.runtime_spec import POSIXRlimit
+from portside.oci.runtime_spec import POSIXRlimit, Process
 from portside.runtime import process
 
 
@@ -84,3 +85,38 @@ def test_lookpath_searches_the_process_path(tmp_path: os.PathLike[str]) -> None:
 def test_env_path_default() -> None:
     assert process.env_path(["A=b"]) == process.DEFAULT_PATH
     assert process.env_path(["PATH=/x"]) == "/x"
+
+
+def _sig_ignored_after_exec_process() -> int:
+    """Fork, ignore SIGPIPE and SIGXFSZ as Python does, run the real
+    exec_process on a shell reading /proc/self/status: its SigIgn mask."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            process._set_user = lambda *_: None  # this child's copy only: no root needed
+            proc = Process(
+                args=["/bin/sh", "-c", "grep '^SigIgn:' /proc/self/status"],
+                env=["PATH=/usr/bin:/bin"],
+            )
+            process.exec_process(proc, "/bin/sh", None)
+        finally:
+            os._exit(127)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return int(out.split()[1], 16)
+
+
+def test_exec_process_gives_sigpipe_and_sigxfsz_their_defaults() -> None:
+    # ignored dispositions survive execve: without the reset a container started by
+    # portside-runtime would ignore SIGPIPE, and `yes | head -1` would never end
+    ignored = _sig_ignored_after_exec_process()
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), f"SigIgn {ignored:#x}"
+    assert not ignored & (1 << (signal.SIGXFSZ - 1)), f"SigIgn {ignored:#x}"
