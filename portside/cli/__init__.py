@@ -1,0 +1,1 @@
+"""The ``portside`` command line (docker's verbs over the Docker Engine API)."""
