@@ -1,0 +1,326 @@
+"""The daemon end to end: `run --rm busybox true`, containers per second, memory per container.
+
+Three benchmarks (run as root; each starts its own daemon on temporary roots, the
+peers on temporary storage):
+
+- ``engine_run_rm``: ``portside run --rm busybox true`` through our CLI, and through
+  the docker CLI against our daemon, vs ``podman run --rm --net=none`` and
+  ``docker run --rm --net=none`` (a Docker engine, where one runs).
+- ``engine_throughput``: 100 ``run --rm busybox true`` one after another and 8 at a
+  time; containers per second for each engine, and the engine's CPU time per container
+  (daemon + monitor, from /proc/<pid>/stat) for ours.
+- ``engine_memory``: 100 detached ``sleep`` containers: the monitor's and the daemon's
+  PSS/RSS growth per container and the drop in MemAvailable, vs podman's conmon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.harness import BenchmarkError, Command, compare, machine
+
+__all__ = ["bench_engine_memory", "bench_engine_run_rm", "bench_engine_throughput"]
+
+COUNT = 100
+PARALLEL = 8
+PODMAN_GOAL_RATIO = 0.5  # run --rm: <= 0.5x podman
+DOCKER_GOAL_RATIO = 0.25  # run --rm: <= 0.25x docker
+RATE_GOAL = 10.0  # containers/s: >= 10x podman's
+CPU_GOAL_MS = 25.0  # engine CPU per container
+
+
+def portside_cli() -> list[str]:
+    beside = os.path.join(sys.prefix, "bin", "portside")
+    return [beside] if os.path.exists(beside) else [sys.executable, "-m", "portside.cli.main"]
+
+
+@contextlib.contextmanager
+def _daemon() -> Iterator[Any]:
+    from portside.testing.daemon import running_daemon
+
+    with running_daemon() as d:
+        yield d
+
+
+class _Podman:
+    """podman on its own storage with the same busybox image loaded."""
+
+    def __init__(self, archive: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="bench-podman-", dir="/var/tmp")
+        self.base = ["podman", "--root", f"{self.dir}/root", "--runroot", f"{self.dir}/run"]
+        self.ok = shutil.which("podman") is not None
+        if self.ok:
+            proc = subprocess.run(
+                [*self.base, "load", "-i", archive], capture_output=True, check=False
+            )
+            self.ok = proc.returncode == 0
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def close(self) -> None:
+        if shutil.which("podman"):
+            subprocess.run([*self.base, "rm", "-af", "-t", "0"], capture_output=True, check=False)
+            subprocess.run([*self.base, "system", "reset", "-f"], capture_output=True, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _docker_engine_up() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    return (
+        subprocess.run(["docker", "info"], capture_output=True, env=env, check=False).returncode
+        == 0
+    )
+
+
+def _archive(d: Any) -> str:
+    path = os.path.join(d.dir, "busybox.tar")
+    if not os.path.exists(path):
+        from portside.testing.baseimage import write_busybox_archive
+
+        write_busybox_archive(path)
+    return path
+
+
+def _env_command(name: str, argv: list[str], env: dict[str, str]) -> Command:
+    def run() -> None:
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise BenchmarkError(f"{name}: exited {proc.returncode}: {proc.stderr[-300:]!r}")
+
+    return Command(name, run)
+
+
+def bench_engine_run_rm(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """`run --rm busybox true` end to end: our CLI, the docker CLI on our daemon, podman, docker."""
+    with _daemon() as d:
+        podman = _Podman(_archive(d))
+        try:
+            ours = _env_command(
+                "portside", [*portside_cli(), "run", "--rm", "busybox", "true"], d.env()
+            )
+            peers = [
+                _env_command(
+                    "docker-cli->portside", ["docker", "run", "--rm", "busybox", "true"], d.env()
+                ),
+            ]
+            if podman.ok:
+                peers.append(
+                    Command("podman", podman.argv("run", "--rm", "--net=none", "busybox", "true"))
+                )
+            if _docker_engine_up():
+                env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+                peers.append(
+                    _env_command(
+                        "docker", ["docker", "run", "--rm", "--net=none", "busybox", "true"], env
+                    )
+                )
+            return compare(
+                "engine_run_rm",
+                ours,
+                peers,
+                runs=runs,
+                warmup=warmup,
+                out=out,
+                extra=lambda: {"goals": {"podman": PODMAN_GOAL_RATIO, "docker": DOCKER_GOAL_RATIO}},
+            )
+        finally:
+            podman.close()
+
+
+def _cpu_ms(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total * 1000 / ticks
+
+
+def _engine_pids(d: Any) -> list[int]:
+    pids = []
+    for name in ("daemon.pid", "run/monitor.pid"):
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(d.dir, name)) as f:
+            pids.append(int(f.read().strip()))
+    return pids
+
+
+def _rate(run_one: Callable[[], None], count: int, parallel: int) -> float:
+    start = time.perf_counter()
+    if parallel <= 1:
+        for _ in range(count):
+            run_one()
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            for future in [pool.submit(run_one) for _ in range(count)]:
+                future.result()
+    return count / (time.perf_counter() - start)
+
+
+def _runner(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], None]:
+    def run() -> None:
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise BenchmarkError(f"{argv}: exited {proc.returncode}: {proc.stderr[-300:]!r}")
+
+    return run
+
+
+def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """100 `run --rm busybox true`, sequential and 8 in parallel: containers per second."""
+    import json
+
+    count = max(COUNT if runs >= 10 else runs * 10, 10)
+    result: dict[str, Any] = {
+        "benchmark": "engine_throughput",
+        "count": count,
+        "parallel": PARALLEL,
+        "machine": machine(),
+    }
+    with _daemon() as d:
+        ours = _runner([*portside_cli(), "run", "--rm", "busybox", "true"], d.env())
+        for _ in range(warmup):
+            ours()
+        pids = _engine_pids(d)
+        cpu0 = _cpu_ms(pids)
+        seq = _rate(ours, count, 1)
+        par = _rate(ours, count, PARALLEL)
+        cpu = (_cpu_ms(pids) - cpu0) / (2 * count)
+        result["ours"] = {
+            "sequential_per_s": round(seq, 2),
+            "parallel_per_s": round(par, 2),
+            "engine_cpu_ms_per_container": round(cpu, 2),
+        }
+        peers: dict[str, Any] = {}
+        podman = _Podman(_archive(d))
+        try:
+            if podman.ok:
+                run = _runner(podman.argv("run", "--rm", "--net=none", "busybox", "true"))
+                run()
+                peers["podman"] = {
+                    "sequential_per_s": round(_rate(run, count, 1), 2),
+                    "parallel_per_s": round(_rate(run, count, PARALLEL), 2),
+                }
+        finally:
+            podman.close()
+    for peer in peers.values():
+        peer["ratio_sequential"] = round(seq / peer["sequential_per_s"], 2)
+        peer["ratio_parallel"] = round(par / peer["parallel_per_s"], 2)
+    result["peers"] = peers
+    result["goals"] = {"rate_vs_podman": RATE_GOAL, "engine_cpu_ms": CPU_GOAL_MS}
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+    return result
+
+
+def _smaps(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of ``pid`` in KiB."""
+    pss = rss = 0
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    return pss, rss
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _pids_named(comm: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() == comm:
+                    out.append(int(entry))
+    return out
+
+
+def _per_container(before: tuple[int, int], after: tuple[int, int], n: int) -> dict[str, float]:
+    return {
+        "pss_mib": round((after[0] - before[0]) / 1024 / n, 3),
+        "rss_mib": round((after[1] - before[1]) / 1024 / n, 3),
+    }
+
+
+def _sum(pids: list[int]) -> tuple[int, int]:
+    pss = rss = 0
+    for pid in pids:
+        p, r = _smaps(pid)
+        pss, rss = pss + p, rss + r
+    return pss, rss
+
+
+def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """100 detached `sleep` containers: engine memory per container vs podman's conmon."""
+    import json
+
+    count = COUNT if runs >= 10 else max(runs * 10, 10)
+    result: dict[str, Any] = {"benchmark": "engine_memory", "count": count, "machine": machine()}
+    with _daemon() as d:
+        run = _runner([*portside_cli(), "run", "-d", "busybox", "sleep", "600"], d.env())
+        run()  # the monitor exists from here on
+        pids = _engine_pids(d)
+        before, avail0 = [_smaps(p) for p in pids], _mem_available()
+        for _ in range(count - 1):
+            run()
+        time.sleep(1)
+        after, avail1 = [_smaps(p) for p in pids], _mem_available()
+        names = ("daemon", "monitor")
+        result["ours"] = {
+            name: _per_container(b, a, count - 1)
+            for name, b, a in zip(names, before, after, strict=False)
+        }
+        result["ours"]["monitor_total_mib"] = round(after[-1][0] / 1024, 2) if after else None
+        result["ours"]["mem_available_drop_mib"] = round((avail0 - avail1) / 1024 / (count - 1), 3)
+        podman = _Podman(_archive(d))
+        try:
+            if podman.ok:
+                prun = _runner(podman.argv("run", "-d", "--net=none", "busybox", "sleep", "600"))
+                conmons0 = set(_pids_named("conmon"))
+                avail0 = _mem_available()
+                for _ in range(count):
+                    prun()
+                time.sleep(1)
+                conmons = [p for p in _pids_named("conmon") if p not in conmons0]
+                pss, rss = _sum(conmons)
+                result["peers"] = {
+                    "podman-conmon": {
+                        "pss_mib": round(pss / 1024 / max(len(conmons), 1), 3),
+                        "rss_mib": round(rss / 1024 / max(len(conmons), 1), 3),
+                        "mem_available_drop_mib": round(
+                            (avail0 - _mem_available()) / 1024 / count, 3
+                        ),
+                    }
+                }
+        finally:
+            podman.close()
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+    return result
