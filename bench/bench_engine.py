@@ -36,6 +36,7 @@ PODMAN_GOAL_RATIO = 0.5  # run --rm: <= 0.5x podman
 DOCKER_GOAL_RATIO = 0.25  # run --rm: <= 0.25x docker
 RATE_GOAL = 10.0  # containers/s: >= 10x podman's
 CPU_GOAL_MS = 25.0  # engine CPU per container
+PODMAN_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=32768:32768")
 
 
 def portside_cli() -> list[str]:
@@ -66,6 +67,11 @@ class _Podman:
 
     def argv(self, *args: str) -> list[str]:
         return [*self.base, *args]
+
+    def run_argv(self, *args: str) -> list[str]:
+        """``podman run`` as this host allows: runc (crun refuses hybrid cgroups) and
+        explicit ulimits (the NOFILE hard limit is below podman's default)."""
+        return self.argv("--runtime", "runc", "run", "--net=none", *PODMAN_ULIMITS, *args)
 
     def close(self) -> None:
         if shutil.which("podman"):
@@ -116,9 +122,7 @@ def bench_engine_run_rm(*, runs: int, warmup: int, out: str | None = None) -> di
                 ),
             ]
             if podman.ok:
-                peers.append(
-                    Command("podman", podman.argv("run", "--rm", "--net=none", "busybox", "true"))
-                )
+                peers.append(Command("podman", podman.run_argv("--rm", "busybox", "true")))
             if _docker_engine_up():
                 env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
                 peers.append(
@@ -208,7 +212,7 @@ def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -
         podman = _Podman(_archive(d))
         try:
             if podman.ok:
-                run = _runner(podman.argv("run", "--rm", "--net=none", "busybox", "true"))
+                run = _runner(podman.run_argv("--rm", "busybox", "true"))
                 run()
                 peers["podman"] = {
                     "sequential_per_s": round(_rate(run, count, 1), 2),
@@ -299,7 +303,7 @@ def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> di
         podman = _Podman(_archive(d))
         try:
             if podman.ok:
-                prun = _runner(podman.argv("run", "-d", "--net=none", "busybox", "sleep", "600"))
+                prun = _runner(podman.run_argv("-d", "busybox", "sleep", "600"))
                 conmons0 = set(_pids_named("conmon"))
                 avail0 = _mem_available()
                 for _ in range(count):

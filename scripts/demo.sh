@@ -1,6 +1,6 @@
 #!/bin/sh
-# The main job: install, build a busybox root filesystem from Debian's busybox-static,
-# make an OCI bundle of it, and run a container with portside-runtime.
+# The main job: install, start the Portside daemon, load a busybox image made from
+# Debian's busybox-static, and run a container from it with the portside CLI.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install.sh

@@ -1,19 +1,22 @@
-"""The main job, until the daemon exists: a busybox container run by portside-runtime.
+"""The main job: start ``portside daemon``, load the busybox image made from
+Debian's busybox-static, and run a container from it with the ``portside`` CLI.
 
-Builds a busybox root filesystem from Debian's busybox-static, makes an OCI bundle
-of it, and runs ``portside-runtime run`` on it; the container prints its hostname,
-that it is PID 1, and its network interfaces (lo only).
+The daemon gets its own temporary data root, exec root and socket, so the demo
+neither needs nor disturbs a daemon already running on this host; everything it
+started is removed at the end. The container prints its hostname (its short ID),
+that it is PID 1, and its network interfaces (only ``lo``).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
-from portside.testing.bundle import make_bundle, unique_id
+from portside.testing.baseimage import write_busybox_archive
+from portside.testing.daemon import Daemon
 
 SCRIPT = (
     'echo "hostname: $(hostname)"; echo "pid: $$"; '
@@ -21,26 +24,31 @@ SCRIPT = (
 )
 
 
-def runtime_command() -> list[str]:
-    exe = shutil.which("portside-runtime", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "portside.runtime.cli"]
+def cli_command() -> list[str]:
+    exe = shutil.which("portside", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "portside.cli.main"]
+
+
+def _run(daemon: Daemon, *args: str) -> int:
+    print("$ portside", shlex.join(args), flush=True)
+    return subprocess.run([*cli_command(), *args], env=daemon.env(), check=False).returncode
 
 
 def main() -> int:
-    work = tempfile.mkdtemp(prefix="portside-demo-")
+    daemon = Daemon(prefix="portside-demo-")
     try:
-        cid = unique_id("demo")
-        bundle = make_bundle(
-            os.path.join(work, "bundle"),
-            args=["sh", "-c", SCRIPT],
-            mutate=lambda spec: spec.update(hostname=cid),
-        )
-        root = os.path.join(work, "state")
-        cmd = [*runtime_command(), "--root", root, "run", "--bundle", bundle, cid]
-        print("$", " ".join(cmd), flush=True)
-        return subprocess.run(cmd, check=False).returncode
+        print("$", shlex.join(["portside", *daemon.argv()[3:]]), "&", flush=True)
+        daemon.start()
+        archive = write_busybox_archive(os.path.join(daemon.dir, "busybox.tar"))
+        code = _run(daemon, "load", "-i", archive)
+        if code == 0:
+            code = _run(daemon, "run", "--rm", "busybox", "sh", "-c", SCRIPT)
+        return code
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        daemon.cleanup()
 
 
 if __name__ == "__main__":
