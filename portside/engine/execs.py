@@ -159,9 +159,10 @@ class Execs:
         exec_id = str(event.get("exec_id") or event.get("id") or "")
         with self._lock:
             e = self._execs.get(exec_id)
+            if e is None or not e.running:  # unknown, or already recorded (inspect)
+                return
+            e.running = False
             done = self._done.pop(exec_id, None)
-        if e is None:
-            return
         e.running, e.exit_code = False, int(event.get("exit_code", 137))
         if e.id in self._probes:
             self._probes[e.id] = e.exit_code
@@ -175,6 +176,15 @@ class Execs:
 
     def inspect(self, exec_id: str) -> dict[str, Any]:
         e = self.get(exec_id)
+        if e.running:
+            # the monitor writes the exit record before it ends the exec's stream; a
+            # client that inspects right after EOF may be ahead of the exit event
+            try:
+                record = self.lc.monitor.exit_record(e.id)
+            except (OSError, PortsideError):
+                record = None
+            if record is not None:
+                self.exited(record)
         return {
             "CanRemove": False,
             "ContainerID": e.container_id,
