@@ -530,17 +530,25 @@ class Engine:
             self.lc.mount_rootfs(c.id)
         return c, self.paths.rootfs(c.id)
 
-    def archive_head(self, ref: str, path: str) -> dict[str, Any]:
+    @staticmethod
+    def _stat(rootfs: str, path: str, ref: str) -> dict[str, Any]:
+        """The path's stat, or Docker's error naming the container as the user did."""
         from portside.engine import archive
 
+        try:
+            return archive.stat_path(rootfs, path)
+        except archive.PathNotFound as exc:
+            raise NotFound(f"Could not find the file {exc.path} in container {ref}") from exc
+
+    def archive_head(self, ref: str, path: str) -> dict[str, Any]:
         _, rootfs = self._rootfs(ref)
-        return archive.stat_path(rootfs, path)
+        return self._stat(rootfs, path, ref)
 
     def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
         from portside.engine import archive
 
         c, rootfs = self._rootfs(ref)
-        stat = archive.stat_path(rootfs, path)
+        stat = self._stat(rootfs, path, ref)
         self.lc.publish(c, "archive-path")
         return stat, archive.tar_path(rootfs, path)
 
@@ -558,6 +566,7 @@ class Engine:
         c, rootfs = self._rootfs(ref)
         if c.host_config.get("ReadonlyRootfs"):
             raise PermissionDenied("container rootfs is marked read-only")
+        self._stat(rootfs, path, ref)  # Docker's message for a missing destination
         archive.extract_into(
             rootfs,
             path,
