@@ -379,11 +379,17 @@ class ImageStore:
         """The image named by a full or ``sha256:`` ID, a unique short ID prefix (4 or
         more hex digits), a tag (``busybox`` is ``docker.io/library/busybox:latest``)
         or a ``name@digest``, resolved in Docker's order."""
-        conn = self.db.connect()
+        conn, cached = self.db.cached()
+        failed = True
         try:
-            return self.db.load(conn, [self._resolve(conn, ref_or_id)])[0]
+            image = self.db.load(conn, [self._resolve(conn, ref_or_id)])[0]
+            failed = False
+            return image
+        except ImageNotFound:
+            failed = False
+            raise
         finally:
-            conn.close()
+            self.db.release(conn, cached, failed=failed)
 
     def _resolve(self, conn: sqlite3.Connection, ref_or_id: str | Image) -> str:
         """The ID of the image ``ref_or_id`` names (see :meth:`get`)."""
@@ -424,11 +430,14 @@ class ImageStore:
 
     def images(self) -> list[Image]:
         """Every image, in no particular order."""
-        conn = self.db.connect()
+        conn, cached = self.db.cached()
+        failed = True
         try:
-            return self.db.load(conn)
+            images = self.db.load(conn)
+            failed = False
+            return images
         finally:
-            conn.close()
+            self.db.release(conn, cached, failed=failed)
 
     def inspect(self, image: str | Image) -> dict[str, Any]:
         """Docker's ``ImageInspect`` of ``image`` (an Image, or a name to :meth:`get`)."""

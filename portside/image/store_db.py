@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 
 from portside.errors import FailedPrecondition, Internal, PortsideError
 from portside.image.content_common import NoSpace
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
 __all__ = ["SCHEMA_VERSION", "Image", "ImageDB", "Layer", "migrate"]
+
+#: connections a forked child inherited: kept referenced, so never closed in the child
+_INHERITED: list[sqlite3.Connection] = []
 
 _V1 = """
 CREATE TABLE images (
@@ -218,12 +222,38 @@ _IMAGE_COLUMNS = (
 
 
 class ImageDB:
-    """The database file; one short connection per operation (safe across threads
-    and ``fork``), migrated the first time this object opens it."""
+    """The database file, migrated the first time this object opens it. Each thread
+    keeps a connection open between operations (:meth:`cached`); a forked child opens
+    its own, as a connection never crosses ``fork``."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._migrated = False
+        self._local = threading.local()
+
+    def cached(self) -> tuple[sqlite3.Connection, bool]:
+        """This thread's connection and True; a fresh one and False inside one of
+        its transactions (the caller closes that one)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            if conn.in_transaction:
+                return self.connect(), False
+            return conn, True
+        if conn is not None:
+            _INHERITED.append(conn)  # the parent's: neither used nor closed here
+            local.conn = None
+        conn = self.connect()
+        local.conn, local.pid = conn, os.getpid()
+        return conn, True
+
+    def release(self, conn: sqlite3.Connection, cached: bool, *, failed: bool = False) -> None:
+        """Give back what :meth:`cached` gave; a failed or unfinished one is dropped."""
+        if cached and not failed and not conn.in_transaction:
+            return
+        if cached and getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        conn.close()
 
     def connect(self) -> sqlite3.Connection:
         """An autocommit connection with foreign keys on; callers use BEGIN/COMMIT."""
@@ -243,17 +273,21 @@ class ImageDB:
         return conn
 
     def read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        conn = self.connect()
+        conn, cached = self.cached()
+        failed = True
         try:
-            return conn.execute(sql, args).fetchall()
+            rows = conn.execute(sql, args).fetchall()
+            failed = False
+            return rows
         except sqlite3.Error as exc:
             raise db_error(exc, f"reading {self.path}") from exc
         finally:
-            conn.close()
+            self.release(conn, cached, failed=failed)
 
     def transaction(self, body: Callable[[sqlite3.Connection], object]) -> object:
         """Run ``body(conn)`` inside BEGIN IMMEDIATE … COMMIT (rolled back on error)."""
-        conn = self.connect()
+        conn, cached = self.cached()
+        failed = True
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -262,11 +296,12 @@ class ImageDB:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            failed = False
             return result
         except sqlite3.Error as exc:
             raise db_error(exc, f"writing {self.path}") from exc
         finally:
-            conn.close()
+            self.release(conn, cached, failed=failed)
 
     # --- loading images -----------------------------------------------------------------
 

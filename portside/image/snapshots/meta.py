@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 
 from portside.errors import FailedPrecondition, Internal, InvalidArgument
 from portside.image.content_common import validate_labels
@@ -34,7 +35,7 @@ from portside.image.snapshots import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["SCHEMA_VERSION", "MetaStore", "Snapshot", "Transaction", "validate_key"]
 
@@ -58,6 +59,8 @@ _MIGRATIONS = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: connections a forked child inherited: kept referenced, so never closed in the child
+_INHERITED: list[sqlite3.Connection] = []
 MAX_KEY = 4096
 
 _CHAIN = """
@@ -98,16 +101,36 @@ class Snapshot:
 
 
 class MetaStore:
-    """The database at ``path``; one short connection per transaction, so it is
-    safe across threads and ``fork``."""
+    """The database at ``path``; one connection per thread, kept open between
+    transactions (opening and closing one costs more than most transactions). A
+    forked child opens its own: a connection never crosses ``fork``."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._local = threading.local()
 
     def transaction(self, *, write: bool = True) -> Transaction:
         """A transaction (a context manager): committed on a clean exit, rolled back
         when the block raises."""
-        return Transaction(self._connect(), self.path, write)
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            if conn is not None:
+                _INHERITED.append(conn)  # the parent's: neither used nor closed here
+            local.conn = None
+            conn = self._connect()
+            local.conn, local.pid = conn, os.getpid()
+        elif conn.in_transaction:  # a transaction inside another one: a connection of its own
+            return Transaction(self._connect(), self.path, write)
+        else:
+            self._check_version(conn)
+        return Transaction(conn, self.path, write, keep=self._forget)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        """Drop ``conn`` (after an error): the thread's next transaction reconnects."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -116,12 +139,19 @@ class MetaStore:
             raise Internal(f"{str(exc).lower()} opening {self.path}") from exc
         try:
             conn.execute("PRAGMA foreign_keys = ON")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                _migrate(conn, self.path)
+            self._check_version(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise Internal(f"{str(exc).lower()} reading {self.path}") from exc
+        if version != SCHEMA_VERSION:
+            _migrate(conn, self.path)
 
     def schema_version(self) -> int:
         conn = self._connect()
@@ -154,29 +184,47 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
 
 
 class Transaction:
-    """One operation's view of the database; see :meth:`MetaStore.transaction`."""
+    """One operation's view of the database; see :meth:`MetaStore.transaction`.
 
-    def __init__(self, conn: sqlite3.Connection, path: str, write: bool) -> None:
+    ``keep``: the connection is the thread's, kept open afterwards; on an error it
+    is handed to ``keep`` to be dropped. Without it the connection is closed."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        write: bool,
+        keep: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self._conn = conn
         self._path = path
         self._write = write
+        self._keep = keep
+
+    def _release(self, failed: bool) -> None:
+        if self._keep is None:
+            self._conn.close()
+        elif failed or self._conn.in_transaction:
+            self._keep(self._conn)
 
     def __enter__(self) -> Transaction:
         try:
             self._conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
         except sqlite3.Error as exc:
-            self._conn.close()
+            self._release(True)
             raise Internal(f"{str(exc).lower()} starting a transaction on {self._path}") from exc
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        failed = True
         try:
             self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+            failed = False
         except sqlite3.Error as err:
             if exc_type is None:
                 raise Internal(f"{str(err).lower()} committing {self._path}") from err
         finally:
-            self._conn.close()
+            self._release(failed)
 
     def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
