@@ -363,3 +363,37 @@ def test_random_profiles_compile_or_fail_cleanly(profile: dict[str, Any]) -> Non
         assert str(exc).startswith("linux.seccomp.")
     else:
         assert raw and len(raw) % 8 == 0
+
+
+def test_compiled_programs_are_remembered_per_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor compiles the same default profile for nearly every container."""
+    monkeypatch.setattr(seccomp, "_COMPILED", {})
+    calls: list[int] = []
+    real = seccomp.compile_seccomp
+
+    def counting(spec: LinuxSeccomp) -> bytes:
+        calls.append(1)
+        return real(spec)
+
+    monkeypatch.setattr(seccomp, "compile_seccomp", counting)
+    errno_profile = LinuxSeccomp.from_json({"defaultAction": "SCMP_ACT_ERRNO"})
+    first = seccomp.compile_profile(errno_profile)
+    again = seccomp.compile_profile(LinuxSeccomp.from_json({"defaultAction": "SCMP_ACT_ERRNO"}))
+    assert again is first
+    assert seccomp.compile_profile(LinuxSeccomp.from_json({"defaultAction": "SCMP_ACT_LOG"}))
+    assert len(calls) == 2
+    for n in range(seccomp._COMPILED_LIMIT + 3):
+        seccomp.compile_profile(LinuxSeccomp.from_json(
+            {"defaultAction": "SCMP_ACT_ALLOW",
+             "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": n + 1}]}
+        ))  # fmt: skip
+    assert len(seccomp._COMPILED) == seccomp._COMPILED_LIMIT
+
+
+def test_a_bad_profile_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seccomp, "_COMPILED", {})
+    bad = LinuxSeccomp.from_json({"defaultAction": "SCMP_ACT_NOPE"})
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            seccomp.compile_profile(bad)
+    assert seccomp._COMPILED == {}
