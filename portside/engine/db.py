@@ -35,8 +35,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+_CONTAINER_FIELDS = tuple(f.name for f in dataclasses.fields(Container))
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ContainerState))
+
+
 def container_to_doc(c: Container) -> str:
-    return json.dumps(dataclasses.asdict(c), separators=(",", ":"))
+    """The JSON of ``c``: what ``json.dumps(dataclasses.asdict(c))`` gives, without
+    asdict's deep copy of every dict and list (this runs on every state change)."""
+    doc = {name: getattr(c, name) for name in _CONTAINER_FIELDS}
+    doc["state"] = {name: getattr(c.state, name) for name in _STATE_FIELDS}
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:

@@ -218,10 +218,11 @@ class Lifecycle:
         if not os.path.ismount(rootfs):
             mount_all(self.snapshotter.mounts(cid), rootfs)
 
-    def runtime_create(self, c: Container) -> None:
-        """Create the container in the runtime through the monitor (state "created")."""
+    def runtime_create(self, c: Container) -> int:
+        """Create the container in the runtime through the monitor (state "created");
+        its init's PID."""
         log = c.host_config.get("LogConfig") or {}
-        self.monitor.create(
+        return self.monitor.create(
             c.id,
             self.paths.container_dir(c.id),
             tty=c.tty,
@@ -240,10 +241,15 @@ class Lifecycle:
 
     def runtime_status(self, cid: str) -> str:
         """The runtime's status of ``cid``: created running paused stopped, or "missing"."""
+        return self._runtime_state(cid)[0]
+
+    def _runtime_state(self, cid: str) -> tuple[str, int]:
+        """The runtime's status of ``cid`` and its init's PID (0 when "missing")."""
         try:
-            return str(self.runtime.status(self.runtime.load(cid)))
+            st = self.runtime.load(cid)
         except NotFound:
-            return "missing"
+            return "missing", 0
+        return str(self.runtime.status(st)), int(st.pid)
 
     def start(self, c: Container, *, manual: bool = True) -> None:
         """Start ``c`` (caller holds its lock). A stopped runtime container is deleted and
@@ -256,15 +262,14 @@ class Lifecycle:
         if manual:
             c.restart_count = 0
             self._backoff.pop(c.id, None)
-        status = self.runtime_status(c.id)
+        status, pid = self._runtime_state(c.id)
         if status not in ("created", "missing"):
             self.runtime_delete(c.id)
         self.mount_rootfs(c.id)
         if status != "created":
-            self.runtime_create(c)
+            pid = self.runtime_create(c)
         try:
             self.runtime.start(c.id)
-            pid = self.runtime.load(c.id).pid
         except PortsideError as exc:
             c.state.status, c.state.error, c.state.exit_code = "exited", str(exc), 128
             c.state.finished_at = now_rfc3339()
@@ -281,14 +286,17 @@ class Lifecycle:
             self.health.start(c)
         self.notify()
 
-    def runtime_delete(self, cid: str) -> None:
+    def runtime_delete(self, cid: str, *, gone: bool = False) -> None:
+        """Delete ``cid`` in the runtime and its record in the monitor; ``gone``: the
+        container is being removed for good, so the monitor's forget is not waited for
+        (it may be busy with a create)."""
         try:
             self.runtime.delete(cid, force=True)
         except NotFound:
             pass
         if self._monitor is not None:
             try:
-                self._monitor.forget(cid)
+                self._monitor.forget(cid, wait=not gone)
             except (OSError, PortsideError):
                 pass
 
@@ -346,16 +354,32 @@ class Lifecycle:
     # --- exits --------------------------------------------------------------------
 
     def wait_exit(self, c: Container, seen: int, deadline: float | None) -> bool:
-        """Wait until ``c`` exited more often than ``seen`` times (or was removed)."""
+        """Wait until ``c`` exited more often than ``seen`` times (or was removed).
+
+        The monitor's exit events wake the waiters; asking the runtime (:meth:`sync`)
+        is only the fallback for an event that never came, every ``_POLL`` seconds."""
+        next_sync = time.monotonic() + _POLL
         while True:
             with self._changed:
                 if self._exits.get(c.id, seen + 1) > seen:
                     return True
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if not self._sleep(deadline, next_sync):
                     return False
-                self._changed.wait(_POLL if left is None else min(left, _POLL))
-            self.sync(c)
+            if time.monotonic() >= next_sync:
+                self.sync(c)
+                next_sync = time.monotonic() + _POLL
+
+    def _sleep(self, deadline: float | None, next_sync: float) -> bool:
+        """Wait on the condition (held) until a change, ``next_sync`` or ``deadline``;
+        False when the deadline has passed."""
+        now = time.monotonic()
+        left = None if deadline is None else deadline - now
+        if left is not None and left <= 0:
+            return False
+        pause = next_sync - now if left is None else min(left, next_sync - now)
+        if pause > 0:
+            self._changed.wait(pause)
+        return True
 
     def sync(self, c: Container) -> None:
         """Record an exit the monitor did not report (yet): the runtime says stopped."""
@@ -468,14 +492,16 @@ class Lifecycle:
                 with self._changed:
                     seen = self._exits.get(c.id, 0)
             return {"StatusCode": c.state.exit_code, "Error": None}
+        next_sync = time.monotonic() + _POLL
         while c.id in self.containers:
             with self._changed:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if c.id not in self.containers:
+                    break
+                if not self._sleep(deadline, next_sync):
                     raise Conflict(f"timed out waiting for container {c.id}")
-                self._changed.wait(_POLL if left is None else min(left, _POLL))
-            if c.id in self.containers:
+            if c.id in self.containers and time.monotonic() >= next_sync:
                 self.sync(c)
+                next_sync = time.monotonic() + _POLL
         return {"StatusCode": c.state.exit_code, "Error": None}
 
     def remove(self, c: Container, *, force: bool, volumes: bool) -> None:
@@ -513,7 +539,7 @@ class Lifecycle:
         monitor record, rootfs mount, snapshot, directory."""
         from portside.image.snapshots import SnapshotNotFound, unmount_all
 
-        self.runtime_delete(cid)
+        self.runtime_delete(cid, gone=True)
         rootfs = self.paths.rootfs(cid)
         try:
             unmount_all(rootfs)

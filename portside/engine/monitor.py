@@ -7,7 +7,7 @@ It creates containers and execs by forking the runtime from itself (the runtime 
 imported once), so every container init and exec process becomes its child. It
 holds their stdio pipes or pty masters, writes the json-file logs, fans output out
 to attached clients, reaps, and records each exit in ``E/monitor/<id>.exit``
-(fsync'ed, renamed into place) before announcing it to subscribers. It outlives
+(written whole, renamed into place) before announcing it to subscribers. It outlives
 the daemon: a restarted daemon finds it, and its containers, still there.
 
 Per container it keeps a few fds and small buffers. The wire protocol is in
@@ -37,7 +37,13 @@ from portside.engine.monitor_proto import (
     stream_frame,
     valid_id,
 )
-from portside.engine.monitor_spawn import close_fd, reset_child, spawn_container, spawn_exec
+from portside.engine.monitor_spawn import (
+    close_fd,
+    memory_cgroup,
+    reset_child,
+    spawn_container,
+    spawn_exec,
+)
 from portside.errors import AlreadyExists, InvalidArgument, NotFound, PortsideError
 
 TYPE_CHECKING = False
@@ -66,8 +72,8 @@ class Proc:
     """A container init or an exec process the monitor is the parent of."""
 
     __slots__ = (
-        "cid", "clients", "has_stdin", "id", "is_exec", "log", "outputs", "pid", "registered",
-        "stdin_buf", "stdin_closing", "stdin_fd", "stdin_once", "tty",
+        "cgroup", "cid", "clients", "forgotten", "has_stdin", "id", "is_exec", "log", "outputs",
+        "pid", "registered", "stdin_buf", "stdin_closing", "stdin_fd", "stdin_once", "tty",
     )  # fmt: skip
 
     def __init__(self, pid_id: str, cid: str, *, is_exec: bool, tty: bool, stdin_once: bool):
@@ -85,6 +91,8 @@ class Proc:
         self.log: JsonLogWriter | None = None
         self.clients: list[Conn] = []
         self.registered: dict[int, int] = {}  # fd -> selector events
+        self.cgroup: tuple[str, str] | None = None  # a container's ("v1"|"v2", memory dir)
+        self.forgotten = False  # forgotten before its exit was reaped: no record then
 
 
 class Conn:
@@ -130,7 +138,9 @@ class Monitor:
         self.counter = 0
         self.listener: socket.socket | None = None
         self.wake_r = -1
+        self.exec_records: dict[str, set[str]] = {}  # container ID -> IDs of its exec records
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self._index_records()
 
     # --- setup --------------------------------------------------------------------
 
@@ -486,6 +496,16 @@ class Monitor:
     def op_forget(self, conn: Conn, req: dict[str, Any]) -> None:
         pid_id = valid_id(req.get("id"))
         self._remove_record(pid_id)
+        for exec_id in self.exec_records.pop(pid_id, ()):
+            self._remove_record(exec_id)
+        for proc in self.procs.values():  # killed by the delete, not reaped yet
+            if proc.id == pid_id or (proc.is_exec and proc.cid == pid_id):
+                proc.forgotten = True
+        self._reply(conn)
+
+    def _index_records(self) -> None:
+        """Which exec records belong to which container (records of an earlier
+        monitor included), so that ``forget`` need not read them all."""
         for name in os.listdir(self.state_dir):
             if not name.endswith(".exit"):
                 continue
@@ -494,9 +514,9 @@ class Monitor:
                     record = json.loads(f.read())
             except (OSError, ValueError):
                 continue
-            if record.get("exec") and record.get("container_id") == pid_id:
-                self._remove_record(name[: -len(".exit")])
-        self._reply(conn)
+            if isinstance(record, dict) and record.get("exec"):
+                cid = str(record.get("container_id"))
+                self.exec_records.setdefault(cid, set()).add(name[: -len(".exit")])
 
     def op_subscribe(self, conn: Conn, _req: dict[str, Any]) -> None:
         self._reply(conn)
@@ -604,7 +624,7 @@ class Monitor:
     def _exited(self, proc: Proc, status: int) -> None:
         code = exit_code(status)
         finished = format_time(time.time_ns())
-        oom = False if proc.is_exec else self._oom_killed(proc.cid)
+        oom = False if proc.is_exec else self._oom_killed(proc)
         for fd in list(proc.outputs):  # what it wrote before exiting
             for _ in range(64):
                 if not self._read_output(proc, fd) or fd not in proc.outputs:
@@ -630,7 +650,8 @@ class Monitor:
             "container_id": proc.cid,
         }
         try:
-            self._write_record(record)
+            if not proc.forgotten:
+                self._write_record(record)
         except OSError as exc:
             log(f"exit record of {proc.id}: {exc}")
         if self.procs.get(proc.id) is proc:
@@ -641,12 +662,20 @@ class Monitor:
         for conn in list(self.subscribers):
             self._send(conn, event)
 
-    def _oom_killed(self, cid: str) -> bool:
+    def _oom_killed(self, proc: Proc) -> bool:
+        """Whether the kernel OOM-killed in the container's cgroup: one file read (this
+        is on every container's exit path), in the cgroup its create recorded."""
+        from portside.runtime.cgroups import memory
+
         try:
-            memory = self.runtime.stats(cid).get("memory") or {}
+            where = proc.cgroup or memory_cgroup(self.runtime.load(proc.cid).cgroup)
+            if where is None:
+                return False
+            mode, directory = where
+            count = memory.v2_oom_kills if mode == "v2" else memory.v1_oom_kills
+            return bool(count(directory))
         except (PortsideError, OSError):
             return False
-        return bool(memory.get("oom_kill"))
 
     # --- exit records ---------------------------------------------------------------
 
@@ -654,20 +683,20 @@ class Monitor:
         return os.path.join(self.state_dir, f"{pid_id}.exit")
 
     def _write_record(self, record: dict[str, Any]) -> None:
+        """Write the record whole or not at all (renamed into place). No fsync: the
+        record must survive the monitor or the daemon being killed, which the page
+        cache does; a host crash takes the containers down with it, and the exec root
+        (/run) with them."""
         path = self._record_path(record["id"])
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(record).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if record.get("exec"):
+            self.exec_records.setdefault(str(record.get("container_id")), set()).add(record["id"])
 
     def _remove_record(self, pid_id: str) -> None:
         try:

@@ -285,9 +285,18 @@ class MonitorClient:
             raise Internal(f"exit record {path}: not JSON: {exc}") from exc
         return record if isinstance(record, dict) else None
 
-    def forget(self, id: str) -> None:
-        """Drop the exit record of ``id`` (and of a container's execs)."""
-        self._call("forget", id=id)
+    def forget(self, id: str, *, wait: bool = True) -> None:
+        """Drop the exit record of ``id`` (and of a container's execs). With
+        ``wait=False`` the request is only sent: the monitor handles it when it gets
+        to it (for a container removed for good, whose ID nothing will reuse)."""
+        if wait:
+            self._call("forget", id=id)
+            return
+        with self._connect(5.0) as sock:
+            try:
+                sock.sendall(encode_message({"op": "forget", "id": id}))
+            except OSError as exc:
+                raise Unavailable(f"monitor: forget: {exc.strerror or exc}") from exc
 
     def shutdown(self) -> None:
         """Stop the monitor (tests); running containers keep running. A no-op when

@@ -29,6 +29,7 @@ __all__ = [
     "Stdio",
     "close_fd",
     "kill",
+    "memory_cgroup",
     "nonblock",
     "reap_quietly",
     "reset_child",
@@ -69,7 +70,7 @@ def spawn_container(
             proc.log = JsonLogWriter(str(req.get("log_path") or ""), opts)
         st = runtime.create(proc.id, bundle, console_socket=stdio.console_path, stdio=stdio.child)
         created = True
-        proc.pid = st.pid
+        proc.pid, proc.cgroup = st.pid, memory_cgroup(st.cgroup)
         stdio.finish(proc)
     except BaseException:
         stdio.abort()
@@ -113,6 +114,18 @@ def spawn_exec(
         raise
     finally:
         stdio.close_child()
+
+
+def memory_cgroup(recorded: dict[str, Any] | None) -> tuple[str, str] | None:
+    """("v1" or "v2", directory) of the memory controller in a cgroup the runtime
+    recorded (``CgroupManager.to_json()``): where its OOM kills are counted. Kept per
+    container instead of the whole record, which is a few KiB."""
+    dirs = (recorded or {}).get("dirs")
+    if not isinstance(dirs, dict):
+        return None
+    if recorded.get("mode") == "v2":  # type: ignore[union-attr]
+        return ("v2", str(dirs[""])) if "" in dirs else None
+    return ("v1", str(dirs["memory"])) if "memory" in dirs else None
 
 
 def reap_quietly(pid: int) -> None:

@@ -383,3 +383,18 @@ def test_a_created_container_holds_no_other_containers_fds(env: Env) -> None:
     sock.shutdown(socket.SHUT_WR)
     assert demux(read_all(sock)) == (b"x\n", b"")  # cat saw end of file
     wait_for("cat's exit record", lambda: env.client.exit_record(reader) is not None)
+
+
+def test_forgotten_before_reaped_leaves_no_record(env: Env) -> None:
+    """A container deleted and forgotten while its init was still alive: its exit is
+    announced, but no record is left behind (it would outlive the container)."""
+    sub = env.client.subscribe()
+    cid = env.create(["sleep", "100"])
+    env.runtime.start(cid)
+    env.runtime.kill(cid, signal.SIGSTOP)  # alive until the delete kills it
+    env.client.forget(cid)
+    env.runtime.delete(cid, force=True)
+    assert next_exit(sub, cid)["exit_code"] == 137
+    sub.close()
+    assert env.client.exit_record(cid) is None
+    assert not os.path.exists(os.path.join(env.client.exec_root, "monitor", f"{cid}.exit"))

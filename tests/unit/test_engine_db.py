@@ -155,3 +155,14 @@ def test_consistent_after_sigkill(tmp_path: Path) -> None:
         assert store._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         store.close()
         start += 100000
+
+
+def test_doc_is_what_asdict_gives() -> None:
+    import dataclasses
+    import json
+
+    c = _container(7)
+    c.config["Nested"] = {"list": [1, {"t": (1, 2)}], "none": None}
+    expected = json.dumps(dataclasses.asdict(c), separators=(",", ":"))
+    assert dbmod.container_to_doc(c) == expected
+    assert dbmod.container_from_doc(expected) == dbmod.container_from_doc(dbmod.container_to_doc(c))
