@@ -35,5 +35,6 @@ if [ "${1:-}" = "--peers" ]; then
 fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-# a lean launcher for the runtime CLI (python -I -S): see portside/runtime/launcher.py
+# lean launchers for the runtime and the CLI (python -I -S): see portside/runtime/launcher.py
 .venv/bin/python -m portside.runtime.launcher .venv/bin/portside-runtime
+.venv/bin/python -m portside.runtime.launcher .venv/bin/portside portside.cli.main
