@@ -149,13 +149,12 @@ async def wait(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"invalid condition: {condition!r}")
     engine = engine_of(request)
     ref = _ref(request)
-    # resolve the container first: an unknown one is a 404 before any header goes out
-    await call(request, engine.container_inspect, ref)
-    task = asyncio.ensure_future(call_blocking(engine.container_wait, ref, condition))
-    await asyncio.sleep(0.01)  # let the waiter register before the client sees the headers
+    # registered before any header goes out (docker run starts the container once it
+    # sees them); an unknown container is a 404 here
+    waiter = await call(request, engine.container_waiter, ref, condition)
     resp = await start_stream(request, "application/json")
     try:
-        result = await task
+        result = await call_blocking(waiter)
     except Exception as exc:  # headers are out: report in the body, as Docker does
         result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
     body = {"Error": result.get("Error"), "StatusCode": result.get("StatusCode", 0)}
@@ -167,7 +166,12 @@ async def wait(request: web.Request) -> web.StreamResponse:
 async def _write_chunks(request: web.Request, tty: bool, chunks: object) -> web.StreamResponse:
     resp = await start_stream(request, stream_type(request, tty))
     try:
-        async for stream, data in iterate_in_thread(lambda: chunks):  # type: ignore[arg-type,return-value]
+        async for item in iterate_in_thread(lambda: chunks):  # type: ignore[arg-type,return-value]
+            if item is None:  # an idle follower's heartbeat: stop if the client is gone
+                if request.transport is None or request.transport.is_closing():
+                    return resp
+                continue
+            stream, data = item
             await resp.write(data if tty else frame(stream, data))
     except ConnectionResetError:
         return resp

@@ -302,6 +302,13 @@ class Engine:
     ) -> dict[str, Any]:
         return self.lc.wait(self._get(ref), condition or "not-running", timeout)
 
+    def container_waiter(
+        self, ref: str, condition: str = "not-running", timeout: float | None = None
+    ) -> Callable[[], dict[str, Any]]:
+        """:meth:`container_wait` in two steps: registered when this returns (an
+        unknown container raises here), blocking when the result is called."""
+        return self.lc.waiter(self._get(ref), condition or "not-running", timeout)
+
     def container_remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         c = self._get(ref)
         self.lc.remove(c, force=force, volumes=volumes)

@@ -476,11 +476,23 @@ class Lifecycle:
     # --- wait and remove ------------------------------------------------------------
 
     def wait(self, c: Container, condition: str, timeout: float | None) -> dict[str, Any]:
+        return self.waiter(c, condition, timeout)()
+
+    def waiter(
+        self, c: Container, condition: str, timeout: float | None
+    ) -> Callable[[], dict[str, Any]]:
+        """Register a wait now and block later: the exits counted from this moment
+        (``docker run`` sends wait, then start only once the wait's headers arrive)."""
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidArgument(f"invalid condition: {condition!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             seen = self._exits.get(c.id, 0)
+        return lambda: self._wait(c, condition, seen, timeout)
+
+    def _wait(
+        self, c: Container, condition: str, seen: int, timeout: float | None
+    ) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         if condition == "not-running" and c.state.status not in RUNNING_STATES:
             return {"StatusCode": c.state.exit_code, "Error": None}
         if condition in ("not-running", "next-exit"):

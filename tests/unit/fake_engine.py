@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from portside.errors import Conflict, InvalidArgument, NotFound, NotModified
@@ -272,10 +272,19 @@ class FakeEngine:
     def container_wait(
         self, ref: str, condition: str = "not-running", timeout: float | None = None
     ) -> dict:
+        return self.container_waiter(ref, condition, timeout)()
+
+    def container_waiter(
+        self, ref: str, condition: str = "not-running", timeout: float | None = None
+    ) -> Callable[[], dict]:
         self._record("container_wait", ref, condition)
         c = self._get(ref)
         with c.exited:
             seen = c.exit_count
+        return lambda: self._wait(c, condition, seen, timeout)
+
+    def _wait(self, c: Any, condition: str, seen: int, timeout: float | None) -> dict:
+        with c.exited:
             if condition == "not-running" and c.status not in ("running", "paused"):
                 return {"StatusCode": c.exit_code, "Error": None}
             if condition == "removed":
