@@ -468,7 +468,7 @@ class Engine:
         until: float = 0.0,
         timestamps: bool = False,
         tail: str = "all",
-    ) -> tuple[bool, Iterator[tuple[int, bytes]]]:
+    ) -> tuple[bool, Iterator[tuple[int, bytes] | None]]:
         from portside.engine.logfile import read_logs
 
         c = self._get(ref)
@@ -490,6 +490,7 @@ class Engine:
             follow=follow,
             timestamps=timestamps,
             running=lambda: c.state.status in RUNNING_STATES,
+            heartbeat=follow,  # the API drops a follower whose client has gone
         )
         return c.tty, chunks
 

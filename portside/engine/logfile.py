@@ -262,13 +262,16 @@ def read_logs(
     timestamps: bool = False,
     running: Callable[[], bool] | None = None,
     poll: float = 0.1,
-) -> Iterator[tuple[int, bytes]]:
+    heartbeat: bool = False,
+) -> Iterator[tuple[int, bytes] | None]:
     """``docker logs`` over a json-file log: (stream, line) pairs, oldest first.
 
     ``tail`` counts entries of both streams before filtering (as Docker);
     ``since``/``until`` are Unix times (0: unbounded); ``follow`` keeps reading
     new entries (across rotations) until ``running()`` is false and the file is
-    drained, or an entry is past ``until``."""
+    drained, or an entry is past ``until``. With ``heartbeat``, a follower yields
+    ``None`` at every idle poll, so that its consumer can notice that its own
+    client has gone while the container is silent."""
     filt = _Filter(stdout, stderr, since, until, timestamps)
     if tail == 0 and not follow:
         return
@@ -286,7 +289,7 @@ def read_logs(
                 yield got
         if not follow:
             return
-        yield from _follow(path, filt, running, poll, offset=offset)
+        yield from _follow(path, filt, running, poll, offset=offset, heartbeat=heartbeat)
         return
     for name in _log_files(path)[:-1]:
         try:
@@ -302,7 +305,7 @@ def read_logs(
     if not follow:
         yield from _read_to_end(path, filt)
         return
-    yield from _follow(path, filt, running, poll, offset=0)
+    yield from _follow(path, filt, running, poll, offset=0, heartbeat=heartbeat)
 
 
 def _tail_slice(path: str, count: int, offset: int) -> list[bytes]:
@@ -334,8 +337,14 @@ def _read_to_end(path: str, filt: _Filter) -> Iterator[tuple[int, bytes]]:
 
 
 def _follow(
-    path: str, filt: _Filter, running: Callable[[], bool] | None, poll: float, *, offset: int
-) -> Iterator[tuple[int, bytes]]:
+    path: str,
+    filt: _Filter,
+    running: Callable[[], bool] | None,
+    poll: float,
+    *,
+    offset: int,
+    heartbeat: bool = False,
+) -> Iterator[tuple[int, bytes] | None]:
     """Read ``path`` as it grows; reopen it when it is rotated or truncated."""
     f = None
     rest = b""
@@ -369,6 +378,8 @@ def _follow(
                 continue
             if not alive:
                 return
+            if heartbeat:
+                yield None
             time.sleep(poll)
     finally:
         if f is not None:

@@ -313,11 +313,6 @@ def test_killed_docker_cli_streams_leak_nothing(daemon: Daemon) -> None:
         remove(daemon, cid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: logfile._follow polls without yielding, so a logs follower of a "
-    "silent container keeps its thread and fd after the client leaves",
-)
 def test_disconnect_from_logs_of_a_silent_container_leaks_nothing(daemon: Daemon) -> None:
     cid = run_detached(daemon, ["sh", "-c", "echo tick; exec sleep 300"])
     try:

@@ -189,3 +189,15 @@ def test_follow_until_stopped_across_rotation(tmp_path: Path) -> None:
 def test_follow_with_tail_starts_at_the_end(tmp_path: Path) -> None:
     path = make_log(tmp_path)
     assert [d for _, d in read_logs(path, tail=1, follow=True, running=lambda: False)] == [b"l5\n"]
+
+
+def test_a_follower_of_a_silent_log_yields_heartbeats(tmp_path: Path) -> None:
+    """So that the API notices a client that has gone while nothing is written."""
+    path = make_log(tmp_path)
+    live = iter([True, True, True, False])
+    got = list(
+        read_logs(path, tail=0, follow=True, running=lambda: next(live), poll=0, heartbeat=True)
+    )
+    assert got == [None, None, None]
+    silent = read_logs(path, tail=0, follow=True, running=lambda: False, poll=0)
+    assert list(silent) == []  # without heartbeat: nothing but entries
