@@ -16,7 +16,7 @@ import os
 import time
 
 from portside.errors import InvalidArgument, NotFound, PortsideError
-from portside.oci.runtime_spec import State, load_spec
+from portside.oci.runtime_spec import State
 from portside.runtime.errors import InvalidState
 from portside.runtime.state import (
     ContainerState,
@@ -141,8 +141,8 @@ class Runtime:
 
     # --- create ----------------------------------------------------------------
 
-    def _prepare(self, bundle: str) -> tuple[Spec, str, tuple[bytes, int] | None]:
-        spec = load_spec(os.path.join(bundle, "config.json"))
+    def _prepare(self, bundle: str) -> tuple[Spec, dict[str, Any], str, tuple[bytes, int] | None]:
+        spec, config = _load_config(os.path.join(bundle, "config.json"))
         if spec.process is None:
             raise InvalidArgument("process: a container needs a process to run")
         if spec.root is None:
@@ -165,7 +165,7 @@ class Runtime:
 
             for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
                 parse_caps(getattr(caps, name), f"process.capabilities.{name}")
-        return spec, rootfs, seccomp
+        return spec, config, rootfs, seccomp
 
     def create(
         self,
@@ -184,7 +184,7 @@ class Runtime:
         ``stdio``: fds to become the container's 0, 1 and 2 instead of the caller's
         own; stage 1 then also closes every other fd of the caller it inherited."""
         bundle = os.path.abspath(bundle)
-        spec, rootfs, seccomp = self._prepare(bundle)
+        spec, config, rootfs, seccomp = self._prepare(bundle)
         plan, rlimits = _check_process(spec, console_socket)
         statedir, lock = self.store.reserve(container_id)
         st = ContainerState(
@@ -196,7 +196,7 @@ class Runtime:
             annotations=dict(spec.annotations),
             cgroups_path=(spec.linux.cgroups_path if spec.linux else None) or "",
             systemd_cgroup=self.systemd_cgroup,
-            config=spec.to_json(),
+            config=config,  # the JSON as read: serialising the spec again costs more
             oci_version=spec.oci_version,
         )
         cleanup: list[Any] = []
@@ -379,7 +379,7 @@ class Runtime:
             if status == PAUSED:
                 cg.thaw()
             _kill_pid(st.pid, st.pid_start)
-        if cg.exists():
+        if not (_own_pid_namespace(st.config) and _destroyed(cg)) and cg.exists():
             if cg.pids():  # leftovers of a dead init (exec'd processes, daemons)
                 try:
                     cg.kill_all(signal.SIGKILL)
@@ -394,6 +394,11 @@ class Runtime:
             from portside.runtime.hooks import run_hooks
 
             run_hooks(Hooks.from_json(spec_hooks).poststop, self.oci_state(st, STOPPED), "poststop")
+
+    def oom_kill_count(self, container_id: str) -> int:
+        """How many of the container's processes the kernel OOM-killed: one control
+        file read (0 once its cgroup is gone)."""
+        return self._cgroup(self.load(container_id)).oom_kill_count()
 
     # --- pause, resume, ps, update, stats -------------------------------------
 
@@ -509,6 +514,26 @@ def _check_process(
     return plan, rlimits
 
 
+def _load_config(path: str) -> tuple[Spec, dict[str, Any]]:
+    """:func:`~portside.oci.runtime_spec.load_spec`, also returning the parsed JSON
+    (what the state records as ``config``)."""
+    from portside.oci import fastjson
+    from portside.oci.runtime_spec import SpecError, parse_spec
+
+    try:
+        with open(path, "rb") as f:
+            data = fastjson.loads(f.read())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such file") from exc
+    except fastjson.JSONError as exc:
+        raise SpecError(f"{path}: invalid JSON: {exc}") from exc
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    return spec, data
+
+
 def _make_exec_fifo(statedir: str, spec: Spec) -> int:
     """The fifo init blocks on until start; an O_PATH fd of it for init to reopen."""
     fifo = os.path.join(statedir, "exec.fifo")
@@ -585,6 +610,31 @@ def _kill_pid(pid: int, start: int) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.002)
+
+
+def _own_pid_namespace(config: dict[str, Any]) -> bool:
+    """True when the config gives the container a PID namespace of its own."""
+    linux = config.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return any(
+        isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
+        for ns in namespaces or ()
+    )
+
+
+def _destroyed(cg: CgroupManager) -> bool:
+    """Remove the cgroup of a container whose init is dead, without first reading
+    its process lists: with a PID namespace of its own, init's death killed every
+    process in it (the kernel reaps them all before init becomes a zombie). False
+    when a directory is still busy (someone else put a process there): the caller
+    then takes the slow path."""
+    from portside.runtime.cgroups import CgroupError
+
+    try:
+        cg.destroy(attempts=1)
+    except CgroupError:
+        return False
+    return True
 
 
 def _wait_cgroup_empty(cg: CgroupManager, timeout: float = 10.0) -> None:

@@ -61,12 +61,15 @@ def _check_inside(fd: int, root: str, what: str) -> None:
         raise PermissionDenied(f"{what}: resolves to {real}, outside the container root {root}")
 
 
-def open_in_root(root: str, path: str, what: str) -> int:
+def open_in_root(root: str, path: str, what: str, *, real_root: str | None = None) -> int:
     """An O_PATH fd of ``path`` (already resolved by :func:`secure_join`), checked to
-    be inside ``root``. Mount onto ``/proc/self/fd/N`` of it."""
+    be inside ``root``. Mount onto ``/proc/self/fd/N`` of it.
+
+    ``real_root``: ``os.path.realpath(root)`` when the caller already has it (a
+    loop over many mounts resolves the root once, not once per mount)."""
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        _check_inside(fd, os.path.realpath(root), what)
+        _check_inside(fd, real_root or os.path.realpath(root), what)
     except BaseException:
         os.close(fd)
         raise
@@ -77,6 +80,11 @@ def mkdir_all_in_root(root: str, unsafe: str, mode: int = 0o755) -> str:
     """Create every missing directory of ``unsafe`` inside ``root``; return the
     resolved path. Refuses to create through an existing non-directory."""
     path = secure_join(root, unsafe)
+    try:  # the common case: it exists already (one lstat instead of one per level)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return path
+    except (FileNotFoundError, NotADirectoryError):
+        pass
     rel = os.path.relpath(path, root)
     current = root
     if rel == ".":

@@ -121,7 +121,13 @@ def _prepare_bind_target(rootfs: str, m: Mount, source: str) -> str:
 
 
 def _mount_one(
-    k: Kernel, rootfs: str, m: Mount, bundle: str, special: Callable[[Mount, str], bool] | None
+    k: Kernel,
+    rootfs: str,
+    m: Mount,
+    bundle: str,
+    special: Callable[[Mount, str], bool] | None,
+    *,
+    real_root: str | None = None,
 ) -> None:
     opts = parse_mount_options(m.options)
     fstype = m.type or ("bind" if opts.is_bind else None)
@@ -137,7 +143,7 @@ def _mount_one(
             raise InvalidArgument(f"mount {m.destination}: no type given")
         source = m.source or fstype
         dest = mkdir_all_in_root(rootfs, m.destination)
-    fd = open_in_root(rootfs, dest, f"mount {m.destination}")
+    fd = open_in_root(rootfs, dest, f"mount {m.destination}", real_root=real_root)
     try:
         _mount_at(k, m, opts=opts, fstype=fstype, source=source, dest=dest, fd=fd, special=special)
     except OSError as exc:
@@ -202,8 +208,9 @@ def mount_all(
 
     ``special(mount, dest)`` may take over a mount (cgroup) and return True when
     it did; ``dest`` is the destination, resolved and checked inside ``rootfs``."""
+    real_root = os.path.realpath(rootfs)  # once: no mount changes the path to the rootfs
     for m in mounts:
-        _mount_one(k, rootfs, m, bundle, special)
+        _mount_one(k, rootfs, m, bundle, special, real_root=real_root)
 
 
 # --- step 3 --------------------------------------------------------------------
@@ -221,9 +228,13 @@ def _node(
     uid: int,
     gid: int,
     bind: bool,
+    made: set[str],
 ) -> None:
     dest = secure_join(rootfs, path)
-    mkdir_all_in_root(rootfs, os.path.dirname(path))
+    parent = os.path.dirname(path)
+    if parent not in made:  # /dev once for all its nodes, not once per node
+        mkdir_all_in_root(rootfs, parent)
+        made.add(parent)
     if os.path.lexists(dest):
         os.unlink(dest)
     if bind:  # mknod is refused in a user namespace: bind the host's node instead
@@ -238,6 +249,7 @@ def _node(
 
 def create_devices(k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_userns: bool) -> None:
     """The default devices, then linux.devices, then /dev's standard links."""
+    made: set[str] = set()  # directories made (in our own mount namespace's /dev)
     for path, kind, major, minor in DEFAULT_DEVICES:
         _node(
             k,
@@ -250,6 +262,7 @@ def create_devices(k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_use
             uid=0,
             gid=0,
             bind=in_userns,
+            made=made,
         )
     for i, dev in enumerate(devices):
         if not dev.path.startswith("/dev/"):
@@ -268,6 +281,7 @@ def create_devices(k: Kernel, rootfs: str, devices: list[LinuxDevice], *, in_use
             uid=dev.uid or 0,
             gid=dev.gid or 0,
             bind=in_userns,
+            made=made,
         )
     links = [
         ("/proc/self/fd", "/dev/fd"),

@@ -25,6 +25,7 @@ __all__ = [
     "StateStore",
     "atomic_write",
     "process_start_time",
+    "state_document",
     "validate_id",
 ]
 
@@ -47,6 +48,18 @@ class ContainerState(Record):
     config: dict[str, Any] = F(ANY)
     cgroup: dict[str, Any] | None = F(ANY)
     oci_version: str = F(STR, "", json="ociVersion")
+
+
+def state_document(state: ContainerState) -> dict[str, Any]:
+    """``state.to_json()`` without its deep copy: every field already holds plain
+    JSON values (the config is the document as read), so they are used as they are."""
+    out: dict[str, Any] = {}
+    for f in ContainerState.__fields__:
+        value = getattr(state, f.name)
+        if value is None or (f.factory is not None and not value):
+            continue
+        out[f.json or f.name] = value
+    return out
 
 
 def validate_id(container_id: str) -> None:
@@ -149,7 +162,7 @@ class StateStore:
 
     def save(self, state: ContainerState) -> None:
         path = os.path.join(self.dir(state.id), STATE_FILE)
-        atomic_write(path, fastjson.dumps(state.to_json()).encode(), 0o600)
+        atomic_write(path, fastjson.dumps(state_document(state)).encode(), 0o600)
 
     def load(self, container_id: str) -> ContainerState:
         path = os.path.join(self.dir(container_id), STATE_FILE)

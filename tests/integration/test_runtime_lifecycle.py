@@ -83,6 +83,50 @@ def test_delete_created_container(rt: RuntimeCLI, bundle: BundleFactory) -> None
     wait_for("init to be gone", lambda: start_time(pid) is None)
 
 
+def _without_pid_namespace(spec: dict[str, Any]) -> None:
+    spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "pid"]
+
+
+@pytest.mark.parametrize("own_pid_ns", [True, False])
+def test_delete_of_a_stopped_container_kills_what_is_left_in_its_cgroup(
+    rt: RuntimeCLI, bundle: BundleFactory, own_pid_ns: bool
+) -> None:
+    """A process left in the cgroup of a dead init is killed and the cgroup removed:
+    whether the container shared the host's PID namespace (its orphans outlive init)
+    or had its own (only a process put there from outside can be left)."""
+    import subprocess
+
+    if own_pid_ns:
+        cid = rt.create(bundle(args=["true"]))
+        stray = subprocess.Popen(["sleep", "60"])
+    else:
+        cid = rt.create(
+            bundle(args=["sh", "-c", "sleep 60 & exit 0"], mutate=_without_pid_namespace)
+        )
+        stray = None
+    try:
+        rt("start", cid)
+        rt.wait_status(cid, "stopped")
+        if stray is not None:
+            for directory in cgroup_dirs(cid):
+                with open(f"{directory}/cgroup.procs", "w") as f:
+                    f.write(str(stray.pid))
+        else:
+            pids = []
+            for directory in cgroup_dirs(cid):
+                with open(f"{directory}/cgroup.procs") as f:
+                    pids += f.read().split()
+            assert pids, "the orphaned sleep should be in the container's cgroup"
+        rt("delete", cid)
+        assert cgroup_dirs(cid) == []
+        if stray is not None:
+            assert stray.wait(timeout=5) == -9
+    finally:
+        if stray is not None and stray.poll() is None:
+            stray.kill()
+            stray.wait()
+
+
 def _counter(rootfs: str) -> int:
     with open(os.path.join(rootfs, "tmp", "count")) as f:
         text = f.read().strip()

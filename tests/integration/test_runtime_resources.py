@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from portside.runtime.container import Runtime
 from tests.conftest import BundleFactory
 from tests.integration.runtime_helpers import CGROUP_ROOT, RuntimeCLI, wait_for
 
@@ -130,6 +131,7 @@ def test_an_oom_kill_is_reported_after_the_container_died(
     rt.wait_status(cid, "stopped")
     # stopped, not deleted: its cgroup still tells what happened
     assert stats(rt, cid)["memory"]["oom_kill"] >= 1
+    assert Runtime(rt.root).oom_kill_count(cid) == stats(rt, cid)["memory"]["oom_kill"]
     rt("delete", cid)
     proc = rt("events", "--stats", cid, check=False)
     assert proc.returncode != 0
@@ -141,3 +143,4 @@ def test_stats_of_a_container_without_oom_say_zero(rt: RuntimeCLI, bundle: Bundl
     rt("start", cid)
     rt.wait_status(cid, "stopped")
     assert stats(rt, cid)["memory"]["oom_kill"] == 0
+    assert Runtime(rt.root).oom_kill_count(cid) == 0

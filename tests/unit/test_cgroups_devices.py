@@ -180,6 +180,20 @@ def test_v1_writes() -> None:
     assert v1_writes([]) == [("devices.deny", "a")]
 
 
+def test_v1_writes_repeated_gives_the_same_fresh_list() -> None:
+    """The same rules again (every container of a daemon): same writes, and a list
+    the caller may change without changing the next answer."""
+    rules = [rule(False), rule(True, "c", 1, 3, "rwm")]
+    first = v1_writes(rules)
+    first.append(("devices.allow", "a"))
+    assert v1_writes(rules) == [("devices.deny", "a"), ("devices.allow", "c 1:3 rwm")]
+    # equal-looking rules that differ in one field are not confused
+    assert v1_writes([rule(False), rule(True, "c", 1, 3, "r")]) == [
+        ("devices.deny", "a"),
+        ("devices.allow", "c 1:3 r"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("bad", "what"),
     [

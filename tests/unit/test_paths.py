@@ -254,6 +254,17 @@ def test_open_in_root_returns_a_checked_o_path_fd(tree: tuple[str, str]) -> None
     os.close(fd)
 
 
+def test_open_in_root_checks_against_the_real_root_given(tree: tuple[str, str]) -> None:
+    """``real_root`` (the caller's realpath of root) is what the fd is checked against."""
+    root, outside = tree
+    fd = open_in_root(root, secure_join(root, "rel/file"), "test", real_root=root)
+    os.close(fd)
+    before = open_fds()
+    with pytest.raises(PermissionDenied, match="outside the container root"):
+        open_in_root(root, secure_join(root, "rel/file"), "test", real_root=outside)
+    assert open_fds() == before
+
+
 def test_open_in_root_of_a_raw_symlink_gets_the_link_not_its_target(tree: tuple[str, str]) -> None:
     # O_PATH|O_NOFOLLOW on a symlink: no ELOOP, an fd of the symlink itself (inside root)
     root, outside = tree

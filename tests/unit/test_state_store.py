@@ -20,6 +20,7 @@ from portside.runtime.state import (
     StateStore,
     atomic_write,
     process_start_time,
+    state_document,
     validate_id,
 )
 
@@ -176,6 +177,16 @@ def test_save_load_round_trip(store: StateStore) -> None:
     on_disk = json.loads(Path(path).read_text())
     assert on_disk["pidStart"] == 987654 and on_disk["systemdCgroup"] is True
     assert on_disk["cgroupsPath"] == "/portside/ctr"
+
+
+def test_state_document_is_to_json_without_the_copy() -> None:
+    state = sample_state()
+    state.cgroup = {"mode": "v1", "dirs": {"cpu": "/sys/fs/cgroup/cpu/portside/ctr"}}
+    doc = state_document(state)
+    assert doc == state.to_json()
+    assert doc["config"] is state.config  # not copied
+    bare = ContainerState(id="x")  # unset and empty fields are left out, as to_json does
+    assert state_document(bare) == bare.to_json()
 
 
 def test_save_overwrites(store: StateStore) -> None:

@@ -120,11 +120,11 @@ class DirsManager(CgroupManager):
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.unique_dirs())
 
-    def destroy(self) -> None:
+    def destroy(self, *, attempts: int = 12) -> None:
         errors: list[CgroupError] = []
         for directory in self.unique_dirs():
             try:
-                _fs.rmdir_tree(directory)
+                _fs.rmdir_tree(directory, attempts=attempts)
             except CgroupError as exc:
                 errors.append(exc)
         if errors:

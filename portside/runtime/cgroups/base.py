@@ -150,8 +150,9 @@ class CgroupManager(Protocol):
         """True while any directory of the cgroup exists."""
         ...
 
-    def destroy(self) -> None:
-        """Remove the cgroup directories (children first); idempotent."""
+    def destroy(self, *, attempts: int = 12) -> None:
+        """Remove the cgroup directories (children first); idempotent. A busy
+        directory is retried, ``attempts`` times in all, with a short backoff."""
         ...
 
     def to_json(self) -> dict[str, Any]:

@@ -152,9 +152,22 @@ def canonical_rules(devices: list[LinuxDeviceCgroup]) -> list[DeviceRule]:
     return emu.rules()
 
 
+#: v1_writes results by their input rules (every container of a daemon asks for
+#: the same defaults); bounded, the function being pure
+_V1_MEMO: dict[tuple[tuple[object, ...], ...], list[Write]] = {}
+_V1_MEMO_MAX = 64
+
+
 def v1_writes(devices: list[LinuxDeviceCgroup]) -> list[Write]:
     """``a`` to devices.deny (or devices.allow), then every exception in order."""
+    key = tuple((d.allow, d.type, d.major, d.minor, d.access) for d in devices)
+    cached = _V1_MEMO.get(key)
+    if cached is not None:
+        return list(cached)
     writes: list[Write] = []
     for rule in canonical_rules(devices):
         writes.append(("devices.allow" if rule.allow else "devices.deny", rule.cgroup_string()))
+    if len(_V1_MEMO) >= _V1_MEMO_MAX:
+        _V1_MEMO.clear()
+    _V1_MEMO[key] = list(writes)
     return writes

@@ -66,7 +66,12 @@ class V1Manager(DirsManager):
                 cpuset.ensure_v1_dirs(self._mountpoints[key], directory)
                 continue
             try:
-                os.makedirs(directory, 0o755, exist_ok=True)
+                try:  # the parent (/portside) is there but for the first container
+                    os.mkdir(directory, 0o755)
+                except FileNotFoundError:
+                    os.makedirs(directory, 0o755, exist_ok=True)
+                except FileExistsError:
+                    pass
             except OSError as exc:
                 raise _fs.translate_oserror(exc, f"mkdir {directory}", directory) from exc
 
