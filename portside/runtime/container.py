@@ -92,7 +92,7 @@ class Runtime:
     def status(self, st: ContainerState) -> str:
         if st.pid <= 0 or process_start_time(st.pid) != st.pid_start:
             return STOPPED
-        if os.path.exists(self.store.fifo(st.id)):
+        if _waits_on_fifo(st.pid, self.store.fifo(st.id)):
             return CREATED
         try:
             if self._cgroup(st).frozen():
@@ -347,11 +347,14 @@ class Runtime:
             raise InvalidState(container_id, "start", status)
         fifo = self.store.fifo(container_id)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # opening the fifo is what releases init: from here on the container runs,
+        # so the fifo goes at once, not after the wait (a caller killed in between
+        # would leave a "created" container whose next start waits forever)
+        os.unlink(fifo)
         try:
             _wait_fifo(fd, st)
         finally:
             os.close(fd)
-            os.unlink(fifo)
         spec_hooks = st.config.get("hooks") or {}
         if spec_hooks.get("poststart"):
             from portside.oci.runtime_spec import Hooks
@@ -567,6 +570,29 @@ def _write_id_maps(pid: int, linux: Any) -> None:
             raise InvalidArgument(
                 f"linux.{name}: writing {text.strip()!r}: {exc.strerror}"
             ) from exc
+
+
+def _waits_on_fifo(pid: int, fifo: str) -> bool:
+    """Whether init is still before its exec fifo: the fifo exists and init holds it
+    open (it does until ``start`` releases it; after that its fds are closed on exec).
+    A fifo init no longer holds is a start's leftover: the container runs."""
+    try:
+        target = os.stat(fifo)
+    except FileNotFoundError:
+        return False
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return True  # cannot tell: trust the fifo, as before
+    for fd in fds:
+        try:
+            st = os.stat(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if st.st_ino == target.st_ino and st.st_dev == target.st_dev:
+            return True
+    return False
 
 
 def _wait_fifo(fd: int, st: ContainerState) -> None:

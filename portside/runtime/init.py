@@ -351,8 +351,16 @@ def _init(ctx: InitContext) -> None:
 def _wait_start(ctx: InitContext) -> None:
     ctx.step = "wait for start"
     if ctx.fifo_fd is not None:
+        import _signal  # builtin: importable after pivot_root
+
         fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
+        # the open returning is the start: a starter that died before reading our
+        # byte still started us (exec_process gives SIGPIPE its default back)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+        try:
+            os.write(fd, b"0")
+        except BrokenPipeError:
+            pass
         os.close(fd)
         os.close(ctx.fifo_fd)
     hooks = ctx.spec.hooks
