@@ -15,6 +15,7 @@ import os
 import stat
 
 from portside.errors import InvalidArgument
+from portside.runtime.paths import secure_join as in_root  # the runtime's in-root walk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["ExecUser", "in_root", "lookup_user", "resolve_user"]
 
 _MAX_ID = (1 << 31) - 1
-_MAX_LINKS = 40
 _MAX_FILE = 4 * 1024 * 1024  # a passwd or group file larger than this is not read
 
 
@@ -40,41 +40,6 @@ class ExecUser:
 
     def __repr__(self) -> str:
         return f"ExecUser({self.uid}, {self.gid}, {self.additional_gids}, {self.home!r})"
-
-
-def in_root(rootfs: str, path: str) -> str:
-    """The host path of ``path`` inside ``rootfs``, every symlink resolved within it.
-
-    ``..`` stops at the root and absolute link targets restart from it (as
-    ``openat2(RESOLVE_IN_ROOT)``); the last component may not exist.
-    """
-    root = os.path.abspath(rootfs)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        host = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise InvalidArgument(f"{path}: too many levels of symbolic links in {rootfs}")
-        target = os.readlink(host)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return os.path.join(root, *resolved)
 
 
 def _read_db(rootfs: str, path: str) -> list[list[str]]:
