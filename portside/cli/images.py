@@ -330,9 +330,7 @@ PRUNE_OPTS = [
 
 
 def prune(ctx: Context, argv: list[str]) -> int:
-    from portside.cli.formatting import human_size
-    from portside.cli.lifecycle import confirm
-    from portside.client.api import encode_filters
+    from portside.cli.lifecycle import confirm, prune_kind, write_reclaimed
 
     p = ctx.parse(PRUNE_OPTS, argv, max_args=0)
     warning = (
@@ -344,16 +342,4 @@ def prune(ctx: Context, argv: list[str]) -> int:
         return 0
     filters = list(p.filter)
     filters.append(f"dangling={'false' if p.all else 'true'}")
-    result = (
-        ctx.client.call("POST", "/images/prune", query={"filters": encode_filters(filters)}) or {}
-    )
-    deleted = result.get("ImagesDeleted") or []
-    if deleted:
-        ctx.out.write("Deleted Images:\n")
-        for item in deleted:
-            for key in ("Untagged", "Deleted"):
-                if item.get(key):
-                    ctx.out.write(f"{key.lower()}: {item[key]}\n")
-        ctx.out.write("\n")
-    ctx.out.write(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}\n")
-    return 0
+    return write_reclaimed(ctx, prune_kind(ctx, "images", filters))

@@ -191,19 +191,38 @@ def confirm(ctx: Context, warning: str) -> bool:
     return answer in ("y", "yes")
 
 
-def prune(ctx: Context, argv: list[str]) -> int:
-    from portside.cli.formatting import human_size
+def prune_kind(ctx: Context, kind: str, filters: list[str]) -> int:
+    """POST /<kind>/prune ("containers", "volumes", "images"), print what it deleted as
+    docker does ("Deleted Images:" ...); the space it reclaimed."""
     from portside.client.api import encode_filters
 
+    query = {"filters": encode_filters(filters)}
+    result = ctx.client.call("POST", f"/{kind}/prune", query=query) or {}
+    title = kind.capitalize()
+    deleted = result.get(f"{title}Deleted") or []
+    if deleted:
+        ctx.out.write(f"Deleted {title}:\n")
+        for item in deleted:
+            if isinstance(item, dict):
+                for key in ("Untagged", "Deleted"):
+                    if item.get(key):
+                        ctx.out.write(f"{key.lower()}: {item[key]}\n")
+            else:
+                ctx.out.write(f"{item}\n")
+        ctx.out.write("\n")
+    return result.get("SpaceReclaimed") or 0
+
+
+def write_reclaimed(ctx: Context, space: int) -> int:
+    """The last line of every prune: "Total reclaimed space: 1.2MB"; 0 (the exit status)."""
+    from portside.cli.formatting import human_size
+
+    ctx.out.write(f"Total reclaimed space: {human_size(space)}\n")
+    return 0
+
+
+def prune(ctx: Context, argv: list[str]) -> int:
     p = ctx.parse(PRUNE_OPTS, argv, max_args=0)
     if not p.force and not confirm(ctx, "WARNING! This will remove all stopped containers."):
         return 0
-    result = (
-        ctx.client.call("POST", "/containers/prune", query={"filters": encode_filters(p.filter)})
-        or {}
-    )
-    deleted = result.get("ContainersDeleted") or []
-    if deleted:
-        ctx.out.write("Deleted Containers:\n" + "".join(f"{c}\n" for c in deleted) + "\n")
-    ctx.out.write(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}\n")
-    return 0
+    return write_reclaimed(ctx, prune_kind(ctx, "containers", p.filter))

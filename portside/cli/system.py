@@ -318,9 +318,7 @@ PRUNE_OPTS = [
 
 
 def prune(ctx: Context, argv: list[str]) -> int:
-    from portside.cli.formatting import human_size
-    from portside.cli.lifecycle import confirm
-    from portside.client.api import encode_filters
+    from portside.cli.lifecycle import confirm, prune_kind, write_reclaimed
 
     p = ctx.parse(PRUNE_OPTS, argv, max_args=0)
     items = ["all stopped containers"]
@@ -335,34 +333,9 @@ def prune(ctx: Context, argv: list[str]) -> int:
     warning = "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items)
     if not p.force and not confirm(ctx, warning):
         return 0
-    client = ctx.client
-    total = 0
-    result = (
-        client.call("POST", "/containers/prune", query={"filters": encode_filters(p.filter)}) or {}
-    )
-    total += result.get("SpaceReclaimed") or 0
-    if result.get("ContainersDeleted"):
-        ctx.out.write(
-            "Deleted Containers:\n" + "".join(f"{c}\n" for c in result["ContainersDeleted"]) + "\n"
-        )
+    total = prune_kind(ctx, "containers", p.filter)
     if p.volumes:
-        result = (
-            client.call("POST", "/volumes/prune", query={"filters": encode_filters(p.filter)}) or {}
-        )
-        total += result.get("SpaceReclaimed") or 0
-        if result.get("VolumesDeleted"):
-            ctx.out.write(
-                "Deleted Volumes:\n" + "".join(f"{v}\n" for v in result["VolumesDeleted"]) + "\n"
-            )
+        total += prune_kind(ctx, "volumes", p.filter)
     filters = [*p.filter, f"dangling={'false' if p.all else 'true'}"]
-    result = client.call("POST", "/images/prune", query={"filters": encode_filters(filters)}) or {}
-    total += result.get("SpaceReclaimed") or 0
-    if result.get("ImagesDeleted"):
-        ctx.out.write("Deleted Images:\n")
-        for item in result["ImagesDeleted"]:
-            for key in ("Untagged", "Deleted"):
-                if item.get(key):
-                    ctx.out.write(f"{key.lower()}: {item[key]}\n")
-        ctx.out.write("\n")
-    ctx.out.write(f"Total reclaimed space: {human_size(total)}\n")
-    return 0
+    total += prune_kind(ctx, "images", filters)
+    return write_reclaimed(ctx, total)

@@ -181,9 +181,7 @@ PRUNE_OPTS = [
 
 
 def prune(ctx: Context, argv: list[str]) -> int:
-    from portside.cli.formatting import human_size
-    from portside.cli.lifecycle import confirm
-    from portside.client.api import encode_filters
+    from portside.cli.lifecycle import confirm, prune_kind, write_reclaimed
 
     p = ctx.parse(PRUNE_OPTS, argv, max_args=0)
     warning = (
@@ -196,11 +194,4 @@ def prune(ctx: Context, argv: list[str]) -> int:
     filters = list(p.filter)
     if p.all:
         filters.append("all=true")
-    result = (
-        ctx.client.call("POST", "/volumes/prune", query={"filters": encode_filters(filters)}) or {}
-    )
-    deleted = result.get("VolumesDeleted") or []
-    if deleted:
-        ctx.out.write("Deleted Volumes:\n" + "".join(f"{v}\n" for v in deleted) + "\n")
-    ctx.out.write(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}\n")
-    return 0
+    return write_reclaimed(ctx, prune_kind(ctx, "volumes", filters))
