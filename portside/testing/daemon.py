@@ -116,6 +116,26 @@ class Daemon:
         env.pop("DOCKER_TLS_VERIFY", None)
         return env
 
+    def run(
+        self,
+        prog: list[str],
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        **kw: object,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a client (``["docker"]``, the portside CLI...) against this daemon; with
+        ``check``, a failure raises with its stderr and the daemon's log."""
+        kw.setdefault("capture_output", True)
+        proc = subprocess.run(  # type: ignore[call-overload]
+            [*prog, *args], env=self.env(), text=True, timeout=timeout, check=False, **kw
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join([*prog, *args])} exited {proc.returncode}: {proc.stderr}\n{self.log()}"
+            )
+        return proc
+
     def load_busybox(self) -> None:
         archive = os.path.join(self.dir, "busybox.tar")
         if not os.path.exists(archive):

@@ -17,11 +17,10 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from portside.testing.daemon import CGROUP_ROOT, Daemon, _UnixHTTP, running_daemon
+from portside.testing.daemon import CGROUP_ROOT, Daemon, _UnixHTTP
 
 pytestmark = [
     pytest.mark.root,
@@ -30,14 +29,6 @@ pytestmark = [
 
 TICKER = ["sh", "-c", "while true; do echo tick; sleep 0.05; done"]
 _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with running_daemon() as d:
-        yield d
 
 
 # --- clients -------------------------------------------------------------------------
@@ -64,13 +55,7 @@ def api(
 def docker(
     d: Daemon, *args: str, check: bool = True, timeout: float = 30, **kw: object
 ) -> subprocess.CompletedProcess[str]:
-    kw.setdefault("capture_output", True)
-    proc = subprocess.run(
-        ["docker", *args], env=d.env(), text=True, timeout=timeout, check=False, **kw
-    )  # type: ignore[call-overload]
-    if check and proc.returncode != 0:
-        raise AssertionError(f"docker {args} exited {proc.returncode}: {proc.stderr}\n{d.log()}")
-    return proc
+    return d.run(["docker"], *args, check=check, timeout=timeout, **kw)
 
 
 def name() -> str:

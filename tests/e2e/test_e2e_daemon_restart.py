@@ -20,11 +20,7 @@ pytestmark = [
 
 
 def docker(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["docker", *args], env=d.env(), capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"docker {args} exited {proc.returncode}: {proc.stderr}\n{d.log()}")
-    return proc
+    return d.run(["docker"], *args, check=check)
 
 
 def test_live_containers_survive_sigkill_of_the_daemon() -> None:

@@ -11,11 +11,10 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from portside.testing.daemon import Daemon, running_daemon
+from portside.testing.daemon import Daemon
 
 pytestmark = [
     pytest.mark.root,
@@ -23,31 +22,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with running_daemon() as d:
-        yield d
-
-
 def docker(
     d: Daemon, *args: str, check: bool = True, timeout: float = 60, input: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["docker", *args],
-        env=d.env(),
-        capture_output=True,
-        timeout=timeout,
-        input=input.decode() if input is not None else None,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args)} exited {proc.returncode}: {proc.stderr}\n{d.log()}"
-        )
-    return proc
+    return d.run(["docker"], *args, check=check, timeout=timeout,
+                 input=input.decode() if input is not None else None)  # fmt: skip
 
 
 def name() -> str:

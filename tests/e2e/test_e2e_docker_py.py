@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import socket
 import tarfile
 import time
@@ -12,19 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from portside.testing.daemon import Daemon, running_daemon
+from portside.testing.daemon import Daemon
 
 docker = pytest.importorskip("docker")
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with running_daemon() as d:
-        yield d
 
 
 @pytest.fixture

@@ -17,20 +17,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from portside.testing.daemon import REPO, Daemon, running_daemon
+from portside.testing.daemon import REPO, Daemon
 
 pytestmark = [pytest.mark.root]
 
 CLI = [sys.executable, "-m", "portside.cli.main"]
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with running_daemon() as d:
-        yield d
 
 
 def portside(
@@ -40,21 +32,7 @@ def portside(
     timeout: float = 30,
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*CLI, *args],
-        env=d.env(),
-        cwd=REPO,
-        capture_output=True,
-        timeout=timeout,
-        input=input,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"portside {' '.join(args)} exited {proc.returncode}: {proc.stderr}\n{d.log()}"
-        )
-    return proc
+    return d.run(CLI, *args, check=check, timeout=timeout, input=input, cwd=REPO)
 
 
 def unique(prefix: str = "pse2e") -> str:
