@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a busybox rootfs, bundle factory, runtime state root.
+"""Fixtures shared by every test: a busybox rootfs, bundle factory, runtime state root,
+a real daemon for the end-to-end tests.
 
 Tests marked ``@pytest.mark.root`` are skipped unless run as uid 0; tests using the
 busybox fixtures are skipped when Debian's ``busybox-static`` is not installed.
@@ -60,6 +61,18 @@ def bundle(busybox_rootfs: str, tmp_path: Path) -> BundleFactory:
         return make_bundle(path, rootfs, args=args, terminal=terminal, mutate=mutate)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Any]:
+    """A real ``portside daemon`` per test module (tests/e2e): its own roots, socket
+    and cgroup parent, busybox loaded, everything it started removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from portside.testing.daemon import running_daemon
+
+    with running_daemon() as d:
+        yield d
 
 
 @pytest.fixture
