@@ -202,7 +202,7 @@ def test_ps_queries_and_quiet(fake: FakeDaemon) -> None:
                 "Names": ["/web"],
                 "Image": "busybox",
                 "Command": "sleep 100",
-                "Created": now - 10,
+                "Created": now - 5 * 3600 - 30,  # "5 hours ago" whatever second the test runs in
                 "Status": "Up 9 seconds",
                 "State": "running",
                 "Ports": [],
@@ -222,7 +222,7 @@ def test_ps_queries_and_quiet(fake: FakeDaemon) -> None:
         "NAMES",
         "SIZE",
     ]
-    assert lines[1].startswith('4f5e6d7c8b9a   busybox   "sleep 100"   10 seconds ago   ')
+    assert lines[1].startswith('4f5e6d7c8b9a   busybox   "sleep 100"   5 hours ago   ')
     query = fake.requests[-1].query
     assert query["all"] == ["1"] and query["limit"] == ["2"] and query["size"] == ["1"]
     assert json.loads(query["filters"][0]) == {"status": {"running": True}}
