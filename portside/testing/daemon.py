@@ -158,14 +158,29 @@ class Daemon:
         and the directory."""
         self.stop(signal.SIGKILL if self.proc is not None else signal.SIGTERM)
         runtime_root = os.path.join(self.exec_root, "runtime")
-        with contextlib.suppress(Exception):
-            from portside.engine.monitor_client import MonitorClient
-
-            MonitorClient(self.exec_root, runtime_root).shutdown()
+        stop_monitors(self.exec_root)
         _kill_runtime_containers(runtime_root)
         _unmount_under(self.dir)
         _remove_cgroups(self.cgroup_parent)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_monitors(exec_root: str) -> None:
+    """Shut down the monitor of ``exec_root``, and kill one that was still starting
+    (no socket yet, so it could not be asked) when its daemon was stopped."""
+    from portside.engine.monitor_client import MonitorClient
+
+    with contextlib.suppress(Exception):
+        MonitorClient(exec_root, os.path.join(exec_root, "runtime")).shutdown()
+    marker = f"--exec-root\0{exec_root}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"portside.engine.monitor" in cmdline and marker in cmdline:
+                os.kill(int(entry), signal.SIGKILL)
 
 
 def _kill_runtime_containers(runtime_root: str) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from portside.testing.daemon import stop_monitors
+
 pytestmark = pytest.mark.root
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
@@ -83,10 +85,7 @@ def daemon() -> Iterator[Proc]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        with contextlib.suppress(Exception):
-            from portside.engine.monitor_client import MonitorClient
-
-            MonitorClient(f"{d}/run", f"{d}/run/runtime").shutdown()
+        stop_monitors(f"{d}/run")
         shutil.rmtree(d, ignore_errors=True)
 
 
