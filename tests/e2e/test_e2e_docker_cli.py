@@ -235,7 +235,8 @@ def test_run_it_in_tmux(daemon: Daemon) -> None:
         _wait_pane(session, "#")
         subprocess.run(["tmux", "send-keys", "-t", session, "echo $((6*7)); stty size", "Enter"],
                        check=True)  # fmt: skip
-        pane = _wait_pane(session, "42")
+        pane = _wait_pane(session, " 100\n")  # stty's answer, printed after the 42
+        assert "\n42\n" in pane
         assert "30 100" in pane or "29 100" in pane
         subprocess.run(["tmux", "send-keys", "-t", session, "exit", "Enter"], check=True)
     finally:
