@@ -9,6 +9,7 @@ container's lock, and shapes the answers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -539,14 +540,21 @@ class Engine:
         return c, self.paths.rootfs(c.id)
 
     @staticmethod
-    def _stat(rootfs: str, path: str, ref: str) -> dict[str, Any]:
-        """The path's stat, or Docker's error naming the container as the user did."""
+    @contextlib.contextmanager
+    def _in_container(ref: str) -> Iterator[None]:
+        """Docker's error for a missing path, naming the container as the user did."""
         from portside.engine import archive
 
         try:
-            return archive.stat_path(rootfs, path)
+            yield
         except archive.PathNotFound as exc:
             raise NotFound(f"Could not find the file {exc.path} in container {ref}") from exc
+
+    def _stat(self, rootfs: str, path: str, ref: str) -> dict[str, Any]:
+        from portside.engine import archive
+
+        with self._in_container(ref):
+            return archive.stat_path(rootfs, path)
 
     def archive_head(self, ref: str, path: str) -> dict[str, Any]:
         _, rootfs = self._rootfs(ref)
@@ -574,14 +582,14 @@ class Engine:
         c, rootfs = self._rootfs(ref)
         if c.host_config.get("ReadonlyRootfs"):
             raise PermissionDenied("container rootfs is marked read-only")
-        self._stat(rootfs, path, ref)  # Docker's message for a missing destination
-        archive.extract_into(
-            rootfs,
-            path,
-            stream,
-            no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-            copy_uid_gid=copy_uid_gid,
-        )
+        with self._in_container(ref):
+            archive.extract_into(
+                rootfs,
+                path,
+                stream,
+                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                copy_uid_gid=copy_uid_gid,
+            )
         self.lc.publish(c, "extract-to-dir")
 
     def containers_prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:

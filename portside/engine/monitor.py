@@ -39,6 +39,8 @@ from portside.engine.monitor_proto import (
 )
 from portside.engine.monitor_spawn import (
     close_fd,
+    daemonize,
+    lock_exec_root,
     memory_cgroup,
     reset_child,
     spawn_container,
@@ -714,58 +716,22 @@ class Monitor:
 
 # --- logging and process setup ---------------------------------------------------------
 
-_LOG_FD = 2
-
 
 def log(message: str) -> None:
+    """A line to the monitor's log (its stderr: monitor.log once daemonized)."""
     line = f"{format_time(time.time_ns())} [{os.getpid()}] {message.rstrip()}\n"
     try:
-        os.write(_LOG_FD, line.encode(errors="replace"))
+        os.write(2, line.encode(errors="replace"))
     except OSError:
         pass
-
-
-def _daemonize(exec_root: str) -> None:
-    """Become the detached monitor: new session, stdio /dev/null, log file."""
-    global _LOG_FD
-    os.setsid()
-    null = os.open(os.devnull, os.O_RDWR)
-    logfd = os.open(
-        os.path.join(exec_root, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-    )
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(logfd, 2)
-    close_fd(null)
-    close_fd(logfd)
-    _LOG_FD = 2
-    os.chdir("/")
-    os.umask(0o022)
-    import resource
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a few fds per container
-
-
-def _lock(exec_root: str) -> int | None:
-    """The monitor's lock on ``exec_root``; None when another monitor holds it."""
-    import fcntl
-
-    fd = os.open(os.path.join(exec_root, "monitor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def serve(exec_root: str, runtime_root: str, ready: int) -> int:
     """The monitor process proper (after the fork): returns its exit code."""
     from portside.linux.caps import set_child_subreaper
 
-    _daemonize(exec_root)
-    lock = _lock(exec_root)
+    daemonize(exec_root)
+    lock = lock_exec_root(exec_root)
     if lock is None:
         os.write(ready, b"busy")
         os.close(ready)

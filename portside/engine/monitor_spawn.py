@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Stdio",
     "close_fd",
+    "daemonize",
     "kill",
+    "lock_exec_root",
     "memory_cgroup",
     "nonblock",
     "reap_quietly",
@@ -251,3 +253,39 @@ def reset_child() -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
                 signal.SIGXFSZ):  # fmt: skip
         signal.signal(sig, signal.SIG_DFL)
+
+
+# --- the monitor process itself ---------------------------------------------------------
+
+
+def daemonize(exec_root: str) -> None:
+    """Become the detached monitor: new session, stdio /dev/null, log file."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    logfd = os.open(
+        os.path.join(exec_root, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+    )
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(logfd, 2)
+    close_fd(null)
+    close_fd(logfd)
+    os.chdir("/")
+    os.umask(0o022)
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a few fds per container
+
+
+def lock_exec_root(exec_root: str) -> int | None:
+    """The monitor's lock on ``exec_root``; None when another monitor holds it."""
+    import fcntl
+
+    fd = os.open(os.path.join(exec_root, "monitor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
