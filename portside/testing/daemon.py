@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from portside.testing.baseimage import write_busybox_archive
 
@@ -39,7 +39,8 @@ class _UnixHTTP(http.client.HTTPConnection):
 class Daemon:
     """One daemon process; ``host`` is its ``unix://`` address."""
 
-    def __init__(self, prefix: str = "pse2e-") -> None:
+    def __init__(self, prefix: str = "pse2e-", extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
         self.data_root = os.path.join(self.dir, "data")
         self.exec_root = os.path.join(self.dir, "run")
@@ -59,6 +60,7 @@ class Daemon:
             "-H", self.host,
             "--pidfile", os.path.join(self.dir, "daemon.pid"),
             "--cgroup-parent", self.cgroup_parent,
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> None:
@@ -215,8 +217,9 @@ def _remove_cgroups(parent: str) -> None:
 
 
 @contextlib.contextmanager
-def running_daemon(*, busybox: bool = True) -> Iterator[Daemon]:
-    daemon = Daemon()
+def running_daemon(*, busybox: bool = True, extra_args: Sequence[str] = ()) -> Iterator[Daemon]:
+    """A started daemon (``extra_args`` added to its command line), cleaned up after."""
+    daemon = Daemon(extra_args=extra_args)
     try:
         daemon.start()
         if busybox:
