@@ -8,6 +8,8 @@ directory, with the parents as lower directories for whiteouts and hardlinks; a
 bind-mounted vfs copy), else through its mounts in a temporary mount point. The
 blob's digest and the layer's diffID are checked before the commit; on any error
 the active snapshot is removed, so nothing half-made is left.
+:func:`unpack_layer_from` does one layer from any stream: a pull feeds it a blob
+while the blob is still downloading.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from portside.image.tarstream import CorruptLayer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
     from portside.image.content import ContentStore
@@ -42,6 +45,7 @@ __all__ = [
     "prepare_container_rootfs",
     "sweep_extracts",
     "unpack",
+    "unpack_layer_from",
 ]
 
 _READ = 1 << 20
@@ -108,23 +112,53 @@ def _unpack_layer(
     parent: str | None,
 ) -> None:
     layer = image.layers[index]
-    tmp_key = f"{EXTRACT_PREFIX}{os.getpid()}-{os.urandom(6).hex()} {layer.chain_id}"
+    try:
+        with content.open(layer.digest) as blob:
+            reader = _HashingReader(blob)
+
+            def verify() -> None:
+                digest = reader.digest()
+                if digest != layer.digest:
+                    raise CorruptLayer(f"blob digest is {digest}")
+
+            unpack_layer_from(
+                reader, snapshotter, parent, layer.chain_id, layer.diff_id, verify=verify
+            )
+    except CorruptLayer as exc:
+        what = f"layer {index} ({layer.digest}) of image {image.id}"
+        raise CorruptLayer(f"unpacking {what}: {exc}") from exc
+
+
+def unpack_layer_from(
+    stream: BinaryIO | _HashingReader,
+    snapshotter: Snapshotter,
+    parent: str | None,
+    chain_id: str,
+    diff_id: str,
+    *,
+    verify: Callable[[], None] | None = None,
+) -> bool:
+    """Unpack the layer read from ``stream`` (a plain, gzip or zstd tar, read to its
+    end) as the committed snapshot ``chain_id`` on ``parent``.
+
+    The layer is applied into an active snapshot under an extract key (see
+    :func:`sweep_extracts`), its diffID checked against ``diff_id``, then
+    ``verify()`` runs (raise there to refuse the layer, e.g. when the blob's digest
+    did not check out) and the snapshot is committed. On any error the active
+    snapshot is removed. Returns False when another unpack committed ``chain_id``
+    first (nothing is left of this one)."""
+    tmp_key = f"{EXTRACT_PREFIX}{os.getpid()}-{os.urandom(6).hex()} {chain_id}"
     mounts = snapshotter.prepare(tmp_key, parent=parent)
     try:
+        _apply(stream, mounts, diff_id)
+        if verify is not None:
+            verify()
         try:
-            with content.open(layer.digest) as blob:
-                reader = _HashingReader(blob)
-                _apply(reader, mounts, layer.diff_id)
-                digest = reader.digest()
-            if digest != layer.digest:
-                raise CorruptLayer(f"blob digest is {digest}")
-        except CorruptLayer as exc:
-            what = f"layer {index} ({layer.digest}) of image {image.id}"
-            raise CorruptLayer(f"unpacking {what}: {exc}") from exc
-        try:
-            snapshotter.commit(layer.chain_id, tmp_key)
+            snapshotter.commit(chain_id, tmp_key)
         except SnapshotExists:  # unpacked meanwhile by someone else
             snapshotter.remove(tmp_key)
+            return False
+        return True
     except BaseException:
         _remove_quietly(snapshotter, tmp_key)
         raise
@@ -159,7 +193,7 @@ def _direct_dir(mounts: list[Mount]) -> tuple[str, list[str], str] | None:
     return upper[0], lowers, "overlay"
 
 
-def _apply(stream: _HashingReader, mounts: list[Mount], diff_id: str) -> None:
+def _apply(stream: BinaryIO | _HashingReader, mounts: list[Mount], diff_id: str) -> None:
     direct = _direct_dir(mounts)
     if direct is not None:
         directory, lowers, whiteouts = direct
