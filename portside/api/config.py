@@ -7,6 +7,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
+from portside.distribution.config import DEFAULT_CERTS_DIR, RegistryConfig
 from portside.errors import InvalidArgument
 
 DEFAULT_HOST = "unix:///run/portside.sock"
@@ -27,6 +28,23 @@ class DaemonConfig:
     pidfile: str = "/run/portside.pid"
     insecure_tcp: bool = False
     cgroup_parent: str = "/portside"
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_certs_dir: str = DEFAULT_CERTS_DIR
+    max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5
+    max_download_attempts: int = 5
+
+    def registry_config(self) -> RegistryConfig:
+        """The registry settings the engine gets (pull, push, login)."""
+        return RegistryConfig(
+            mirrors=tuple(self.registry_mirrors),
+            insecure=tuple(self.insecure_registries),
+            certs_dir=self.registry_certs_dir,
+            max_concurrent_downloads=self.max_concurrent_downloads,
+            max_concurrent_uploads=self.max_concurrent_uploads,
+            max_download_attempts=self.max_download_attempts,
+        )
 
 
 # daemon.json key → DaemonConfig attribute (dockerd's names)
@@ -42,7 +60,38 @@ _FILE_KEYS = {
     "log-level": "log_level",
     "pidfile": "pidfile",
     "cgroup-parent": "cgroup_parent",
+    "registry-mirrors": "registry_mirrors",
+    "insecure-registries": "insecure_registries",
+    "registry-certs-dir": "registry_certs_dir",
+    "max-concurrent-downloads": "max_concurrent_downloads",
+    "max-concurrent-uploads": "max_concurrent_uploads",
+    "max-download-attempts": "max_download_attempts",
 }
+_LIST_KEYS = frozenset({"registry_mirrors", "insecure_registries"})
+_INT_KEYS = frozenset(
+    {"max_concurrent_downloads", "max_concurrent_uploads", "max_download_attempts"}
+)
+# the flags load_config copies over the file's values when given
+_FLAG_ATTRS = (
+    "data_root",
+    "exec_root",
+    "hosts",
+    "tls",
+    "tlsverify",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
+    "log_level",
+    "pidfile",
+    "insecure_tcp",
+    "cgroup_parent",
+    "registry_mirrors",
+    "insecure_registries",
+    "registry_certs_dir",
+    "max_concurrent_downloads",
+    "max_concurrent_uploads",
+    "max_download_attempts",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="allow plain TCP on a non-loopback address (anyone there is root)",
     )
+    _registry_flags(p)
     return p
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry-mirror",
+        action="append",
+        dest="registry_mirrors",
+        metavar="URL",
+        help="preferred Docker Hub mirror (repeatable)",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        dest="insecure_registries",
+        metavar="HOST|CIDR",
+        help="registry reachable over plain HTTP or without certificate checks (repeatable)",
+    )
+    p.add_argument(
+        "--registry-certs-dir",
+        metavar="DIR",
+        help=f"per-registry CAs and client certificates, DIR/HOST[:PORT]/ (default "
+        f"{DEFAULT_CERTS_DIR})",
+    )
+    for flag, default in (
+        ("--max-concurrent-downloads", 3),
+        ("--max-concurrent-uploads", 5),
+        ("--max-download-attempts", 5),
+    ):
+        what = flag.removeprefix("--").replace("-", " ")
+        p.add_argument(flag, type=int, metavar="N", help=f"{what} (default {default})")
 
 
 def load_config(argv: list[str]) -> DaemonConfig:
@@ -87,20 +167,7 @@ def load_config(argv: list[str]) -> DaemonConfig:
     cfg = DaemonConfig()
     if args.config_file:
         _apply_file(cfg, args.config_file)
-    for attr in (
-        "data_root",
-        "exec_root",
-        "hosts",
-        "tls",
-        "tlsverify",
-        "tlscacert",
-        "tlscert",
-        "tlskey",
-        "log_level",
-        "pidfile",
-        "insecure_tcp",
-        "cgroup_parent",
-    ):
+    for attr in _FLAG_ATTRS:
         value = getattr(args, attr)
         if value is not None:
             setattr(cfg, attr, value)
@@ -128,6 +195,14 @@ def _apply_file(cfg: DaemonConfig, path: str) -> None:
         value = [raw] if attr == "hosts" and isinstance(raw, str) else raw
         if attr == "log_level" and value not in LOG_LEVELS:
             raise InvalidArgument(f"invalid config file {path}: bad log-level {value!r}")
+        if attr in _LIST_KEYS and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise InvalidArgument(f"invalid config file {path}: {key} is not a list of strings")
+        if attr in _INT_KEYS and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidArgument(f"invalid config file {path}: {key} is not an integer")
+        if attr == "registry_certs_dir" and not isinstance(value, str):
+            raise InvalidArgument(f"invalid config file {path}: {key} is not a string")
         setattr(cfg, attr, value)
 
 
@@ -159,6 +234,9 @@ def is_loopback(addr: str) -> bool:
 
 def validate(cfg: DaemonConfig) -> None:
     """Refuse what dockerd refuses, and plain TCP off loopback unless forced."""
+    from portside.distribution.hosts import validate_config
+
+    validate_config(cfg.registry_config())
     if not cfg.cgroup_parent.startswith("/"):
         cfg.cgroup_parent = "/" + cfg.cgroup_parent
     if not cfg.hosts:

@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                     data_root=cfg.data_root,
                     exec_root=cfg.exec_root,
                     cgroup_parent=cfg.cgroup_parent,
+                    registry=cfg.registry_config(),
                 )
             )
             asyncio.run(run(cfg, engine))

@@ -8,11 +8,17 @@ import logging
 from aiohttp import web
 
 from portside import errors
+from portside.distribution.errors import RegistryDenied, RegistryUnauthorized
 
 log = logging.getLogger("portside.api")
 
-# the class crosses the API boundary, never the message text
+# the class crosses the API boundary, never the message text; the first match wins
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    # a registry's refusal, as moby words it for a pull (translatePullError): denied is
+    # "not found"; unauthorized is unknown (500) - on a 401 the docker CLI would ask for
+    # a login and wait. Only /auth answers 401 (routes_system.auth).
+    (RegistryDenied, 404),
+    (RegistryUnauthorized, 500),
     (errors.NotFound, 404),
     (errors.InvalidArgument, 400),
     (errors.AlreadyExists, 409),
@@ -46,9 +52,10 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
-def error_response(exc: BaseException) -> web.Response:
-    """Docker's error body for ``exc`` (304 has no body)."""
-    status = status_of(exc)
+def error_response(exc: BaseException, status: int = 0) -> web.Response:
+    """Docker's error body for ``exc`` (304 has no body); ``status`` overrides the
+    class's."""
+    status = status or status_of(exc)
     if status == 304:
         return web.Response(status=304)
     message = str(exc) or type(exc).__name__

@@ -1,16 +1,20 @@
-"""Image routes: list, inspect, history, tag, delete, prune, save, load, import, commit.
+"""Image routes: list, inspect, history, tag, delete, prune, save, load, import, commit,
+pull (``/images/create?fromImage=``), push, and ``/distribution/{name}/json``.
 
-Pull and push come with the registry client; ``/images/create?fromImage=`` answers 501.
+Pull and push stream Docker's JSON progress messages as moby does: an error raised
+before the first message becomes an ordinary HTTP error (status from its class),
+one raised later an ``{"errorDetail": …, "error": …}`` line of a 200 answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 from aiohttp import web
 
-from portside.api.errors import BadRequest, NotImplementedYet
+from portside.api.errors import BadRequest, NotImplementedYet, log
 from portside.api.params import parse_filters, qbool
 from portside.api.routes_containers import stream_bytes
 from portside.api.server import (
@@ -21,6 +25,11 @@ from portside.api.server import (
     json_response,
     start_stream,
 )
+from portside.errors import PortsideError
+
+
+class ClientGone(PortsideError):
+    """The client of a streamed pull or push disconnected: the call is abandoned."""
 
 
 def _name(request: web.Request) -> str:
@@ -100,9 +109,7 @@ async def load(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.StreamResponse:
     q = request.query
     if q.get("fromImage"):
-        raise NotImplementedYet(
-            f"pulling {q['fromImage']!r} is not supported yet: load the image with `load`"
-        )
+        return await _pull(request)
     source = q.get("fromSrc", "")
     if source != "-":
         raise NotImplementedYet(f"importing from {source!r} is not supported: send the tar body")
@@ -148,6 +155,168 @@ async def _import(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+# --- pull and push -----------------------------------------------------------------------
+
+
+def _auth(request: web.Request, *, strict: bool) -> object:
+    """The request's X-Registry-Auth credentials (anonymous when absent). A pull
+    ignores a malformed header, as moby; a push (``strict``) refuses it."""
+    from portside.distribution.config import AuthConfig
+    from portside.distribution.credentials import decode_registry_auth
+    from portside.errors import InvalidArgument
+
+    try:
+        return decode_registry_auth(request.headers.get("X-Registry-Auth"))
+    except InvalidArgument:
+        if strict:
+            raise
+        return AuthConfig()
+
+
+class _Done:
+    """The end of a streamed engine call: its error, if any."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+def _encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\r\n"
+
+
+def _error_line(exc: BaseException) -> bytes:
+    text = str(exc) or type(exc).__name__
+    return _encode({"errorDetail": {"message": text}, "error": text})
+
+
+async def stream_progress(request: web.Request, run: object) -> web.StreamResponse:
+    """Run ``run(progress)`` (a blocking engine call) in its own thread and stream the
+    messages it hands ``progress`` (from any thread). The headers wait for the first
+    message, so an early error is an HTTP error. When the client goes away, the next
+    ``progress`` call raises, which ends the call."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict | _Done] = asyncio.Queue()
+    gone = threading.Event()
+
+    def post(item: dict | _Done) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody listens any more
+            gone.set()
+
+    def progress(message: dict) -> None:
+        if gone.is_set():
+            raise ClientGone("the client went away")
+        post(message)
+
+    def target() -> None:
+        try:
+            run(progress)  # type: ignore[operator]
+        except BaseException as exc:  # handed to the loop
+            post(_Done(exc))
+        else:
+            post(_Done(None))
+
+    threading.Thread(target=target, name="portside-api-registry", daemon=True).start()
+    try:
+        item = await queue.get()
+        if isinstance(item, _Done) and item.error is not None:
+            raise item.error
+        resp = await start_stream(request, "application/json")
+        while True:
+            batch = []
+            while not isinstance(item, _Done):  # what is queued already: one write
+                batch.append(_encode(item))
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                await resp.write(b"".join(batch))
+            if isinstance(item, _Done):
+                break
+            item = await queue.get()
+        if item.error is not None:
+            if not isinstance(item.error, PortsideError):
+                log.error("streamed call failed", exc_info=item.error)
+            await resp.write(_error_line(item.error))
+        await resp.write_eof()
+        return resp
+    finally:
+        gone.set()
+
+
+async def _pull(request: web.Request) -> web.StreamResponse:
+    """``POST /images/create?fromImage=NAME[&tag=TAG|DIGEST][&platform=os/arch]``;
+    no tag in either: every tag (moby's ``pull -a``)."""
+    q = request.query
+    engine = engine_of(request)
+    tag = q.get("tag") or None
+    name = q["fromImage"]
+    auth = _auth(request, strict=False)
+
+    def run(progress: object) -> None:
+        engine.image_pull(
+            name,
+            tag=tag,
+            platform=q.get("platform") or None,
+            auth=auth,
+            all_tags=tag is None,
+            progress=progress,
+        )
+
+    return await stream_progress(request, run)
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    """``POST /images/{name}/push[?tag=TAG]``; no tag: every local tag of the
+    repository (``docker push -a``). Credentials: X-Registry-Auth, or (old clients)
+    an AuthConfig JSON body; neither is anonymous."""
+    engine = engine_of(request)
+    tag = request.query.get("tag") or None
+    name = _name(request)
+    auth = _auth(request, strict=True)
+    if request.headers.get("X-Registry-Auth") is None:
+        body = await json_body(request, None)
+        if isinstance(body, dict):
+            auth = auth_from_body(body)
+
+    def run(progress: object) -> None:
+        engine.image_push(name, tag=tag, auth=auth, all_tags=tag is None, progress=progress)
+
+    return await stream_progress(request, run)
+
+
+def auth_from_body(body: dict) -> object:
+    """An AuthConfig JSON body (``/auth``; a push without X-Registry-Auth): Docker's
+    field names, any case, as Go decodes them."""
+    from portside.distribution.config import AuthConfig
+
+    fields = {
+        "username": "username",
+        "password": "password",
+        "serveraddress": "server",
+        "identitytoken": "identity_token",
+        "registrytoken": "registry_token",
+    }
+    values: dict[str, str] = {}
+    for key, value in body.items():
+        attr = fields.get(str(key).lower())
+        if attr is None or value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadRequest(f"invalid auth config: {key} is not a string")
+        values[attr] = value
+    return AuthConfig(**values)
+
+
+async def distribution_inspect(request: web.Request) -> web.Response:
+    """``GET /distribution/{name}/json``: the registry's descriptor and platforms."""
+    engine = engine_of(request)
+    auth = _auth(request, strict=False)
+    result = await call(request, engine.distribution_inspect, _name(request), auth=auth)
+    return json_response(result)
+
+
 async def commit(request: web.Request) -> web.Response:
     q = request.query
     container = q.get("container", "")
@@ -181,5 +350,7 @@ ROUTES = [
     ("GET", _I + "/history", history),
     ("GET", _I + "/get", save_one),
     ("POST", _I + "/tag", tag),
+    ("POST", _I + "/push", push),
+    ("GET", "/distribution/{name:.+}/json", distribution_inspect),
     ("DELETE", _I, remove),
 ]

@@ -1,4 +1,4 @@
-"""System routes: /_ping, /version, /info, /events, /system/df."""
+"""System routes: /_ping, /version, /info, /events, /system/df, /auth."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from portside import __version__
+from portside.api.errors import BadRequest, error_response
 from portside.api.params import parse_filters, parse_timestamp
 from portside.api.server import (
     API_VERSION,
@@ -15,9 +16,11 @@ from portside.api.server import (
     call,
     engine_of,
     iterate_in_thread,
+    json_body,
     json_response,
     start_stream,
 )
+from portside.distribution.errors import RegistryUnauthorized
 
 
 def _ping_headers() -> dict[str, str]:
@@ -114,6 +117,22 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def auth(request: web.Request) -> web.Response:
+    """``POST /auth`` (``docker login``): an AuthConfig body, checked against its
+    registry; ``{"Status": "Login Succeeded", "IdentityToken": ""}``, else 401 (or the
+    status of the failure's class) with the registry's message."""
+    from portside.api.routes_images import auth_from_body
+
+    body = await json_body(request, None)
+    if not isinstance(body, dict):
+        raise BadRequest("invalid auth config: want a JSON object")
+    try:
+        result = await call(request, engine_of(request).registry_login, auth_from_body(body))
+    except RegistryUnauthorized as exc:  # moby's errdefs.Unauthorized: "login failed"
+        return error_response(exc, 401)
+    return json_response(result)
+
+
 ROUTES = [
     ("GET", "/_ping", ping),
     ("HEAD", "/_ping", ping),
@@ -121,4 +140,5 @@ ROUTES = [
     ("GET", "/info", info),
     ("GET", "/events", events),
     ("GET", "/system/df", df),
+    ("POST", "/auth", auth),
 ]

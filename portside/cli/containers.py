@@ -6,23 +6,27 @@ import os
 import sys
 
 from portside.cli.flags import FlagError, Opt, parse_env, parse_env_file
+from portside.cli.progress import StreamError
 from portside.client.http import APIError, ConnectionFailed, quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
+    from portside.cli.flags import Parsed
     from portside.cli.main import Context
     from portside.client import Client
+    from portside.oci.reference import Reference
 
 __all__ = ["attach", "create", "exec_", "run", "start"]
 
 
 def _run_status(exc: Exception, command: str, *, with_help: bool = True) -> tuple[str, int]:
     """docker's reportError + runStartContainerErr: "portside: <error>." (with the
-    help hint for create errors) and the exit code 125, 126 or 127."""
-    text = exc.message if isinstance(exc, APIError) else str(exc)
-    if not isinstance(exc, ConnectionFailed):
+    help hint for create errors) and the exit code 125, 126 or 127. An error inside
+    a pull's message stream (StreamError) is shown as it is."""
+    text = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, APIError):
         text = f"Error response from daemon: {text}"
     code = 125
     if any(s in text for s in ("executable file not found", "no such file or directory")):
@@ -35,29 +39,61 @@ def _run_status(exc: Exception, command: str, *, with_help: bool = True) -> tupl
     return message, code
 
 
-def _normalize_image(image: str) -> str:
-    if "@" in image:
-        return image
-    slash = image.rfind("/")
-    return image if image.rfind(":") > slash else image + ":latest"
+PULL_POLICIES = ("always", "missing", "never")
 
 
-def _create(ctx: Context, p: object, *, detach: bool) -> tuple[str, dict]:
+def _named(image: str) -> Reference | None:
+    """The reference a create would pull for ``image`` (default tag added), or None
+    for an image ID or digest, as docker's ParseAnyReference tells them apart."""
+    from portside.oci.reference import InvalidReference, parse_reference
+
+    bare = image.removeprefix("sha256:")
+    if len(bare) == 64 and all(c in "0123456789abcdef" for c in bare):
+        return None
+    try:
+        return parse_reference(image).with_default_tag()
+    except InvalidReference:
+        return None
+
+
+def _pull_for_create(ctx: Context, ref: Reference, p: Parsed) -> None:
+    """docker run's pullImage: progress on stderr (none with -q)."""
+    from portside.cli.registry import pull_image
+
+    pull_image(ctx, ref, platform=p.platform, out=None if p.quiet else ctx.err)
+
+
+def _create(ctx: Context, p: Parsed, *, detach: bool, command: str) -> tuple[str, dict]:
     from portside.cli.runopts import build_create_body
 
-    body, name = build_create_body(p, detach=detach)  # type: ignore[arg-type]
+    policy = p.pull or "missing"
+    if policy not in PULL_POLICIES:
+        raise ctx.error(
+            f"portside: invalid pull option: '{policy}': must be one of \"always\", "
+            f'"missing" or "never".\nSee \'portside {command} --help\'.',
+            125,
+        )
+    body, name = build_create_body(p, detach=detach)
     cidfile = body["HostConfig"].get("ContainerIDFile")
     if cidfile and os.path.exists(cidfile):
         raise FlagError(
             f"container ID file found, make sure the other container isn't running or delete "
             f"{cidfile}"
         )
+    ref = _named(body["Image"])
+    if policy == "always" and ref is not None:
+        _pull_for_create(ctx, ref, p)
     try:
         created = ctx.client.container_create(body, name)
     except APIError as exc:
-        if exc.status == 404 and "No such image" in exc.message:
-            ctx.err.write(f"Unable to find image '{_normalize_image(body['Image'])}' locally\n")
-        raise
+        missing = exc.status == 404 and "No such image" in exc.message
+        if not (missing and policy == "missing" and ref is not None):
+            raise
+        if not p.quiet:
+            ctx.err.write(f"Unable to find image '{ref.familiar()}' locally\n")
+            ctx.err.flush()
+        _pull_for_create(ctx, ref, p)
+        created = ctx.client.container_create(body, name)
     for warning in created.get("Warnings") or []:
         ctx.err.write(f"WARNING: {warning}\n")
     cid = created["Id"]
@@ -72,8 +108,8 @@ def create(ctx: Context, argv: list[str]) -> int:
 
     p = ctx.parse(CREATE_OPTS, argv, min_args=1, interspersed=False)
     try:
-        cid, _ = _create(ctx, p, detach=False)
-    except (APIError, ConnectionFailed) as exc:
+        cid, _ = _create(ctx, p, detach=False, command="create")
+    except (APIError, ConnectionFailed, StreamError) as exc:
         message, code = _run_status(exc, "create")
         raise ctx.error(message, code) from None
     ctx.out.write(cid + "\n")
@@ -88,8 +124,8 @@ def run(ctx: Context, argv: list[str]) -> int:
     if not p.detach and p.tty and p.interactive and not os.isatty(0):
         raise ctx.error("the input device is not a TTY", 1)
     try:
-        cid, body = _create(ctx, p, detach=p.detach)
-    except (APIError, ConnectionFailed) as exc:
+        cid, body = _create(ctx, p, detach=p.detach, command="run")
+    except (APIError, ConnectionFailed, StreamError) as exc:
         message, code = _run_status(exc, "run")
         raise ctx.error(message, code) from None
     try:

@@ -76,6 +76,18 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Kill one or more running containers",
     ),
     "load": ("images", "load", "", "Load an image from a tar archive or STDIN"),
+    "login": (
+        "registry",
+        "login",
+        "[SERVER]",
+        "Authenticate to a registry (Docker Hub if no server is specified)",
+    ),
+    "logout": (
+        "registry",
+        "logout",
+        "[SERVER]",
+        "Log out from a registry (Docker Hub if no server is specified)",
+    ),
     "logs": ("info", "logs", "CONTAINER", "Fetch the logs of a container"),
     "pause": (
         "lifecycle",
@@ -85,6 +97,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     ),
     "port": ("info", "port", "CONTAINER [PRIVATE_PORT[/PROTO]]", "List port mappings"),
     "ps": ("info", "ps", "", "List containers"),
+    "pull": ("registry", "pull", "NAME[:TAG|@DIGEST]", "Download an image from a registry"),
+    "push": ("registry", "push", "NAME[:TAG]", "Upload an image to a registry"),
     "rename": ("lifecycle", "rename", "CONTAINER NEW_NAME", "Rename a container"),
     "restart": (
         "lifecycle",
@@ -199,6 +213,8 @@ GROUPS: dict[str, dict[str, str]] = {
         "ls": "images",
         "list": "images",
         "prune": "image prune",
+        "pull": "pull",
+        "push": "push",
         "rm": "rmi",
         "remove": "rmi",
         "save": "save",

@@ -169,6 +169,29 @@ class Client:
         query = {"force": force or None, "v": volumes or None}
         self.call("DELETE", f"/containers/{quote(ref)}", query=query)
 
+    # -- registries
+    def image_pull(
+        self, name: str, tag: str | None, *, platform: str | None = None, auth: str | None = None
+    ) -> Response:
+        """Start a pull of repository ``name`` (``tag``: a tag or digest; None: every
+        tag); its JSON message stream. ``auth`` is the X-Registry-Auth value."""
+        query = {"fromImage": name, "tag": tag, "platform": platform or None}
+        headers = {"X-Registry-Auth": auth} if auth else None
+        return self.request("POST", "/images/create", query=query, headers=headers)
+
+    def image_push(self, name: str, tag: str | None, *, auth: str | None = None) -> Response:
+        """Start a push of repository ``name`` (``tag``; None: every tag); its JSON
+        message stream."""
+        headers = {"X-Registry-Auth": auth} if auth else None
+        # "/" and ":" as the docker CLI sends them: /images/127.0.0.1:5000/app/push
+        path = "/".join(quote(part).replace("%3A", ":") for part in name.split("/"))
+        return self.request("POST", f"/images/{path}/push", query={"tag": tag}, headers=headers)
+
+    def login(self, username: str, password: str, server: str) -> dict:
+        """``POST /auth``: ``{"Status": "Login Succeeded", "IdentityToken": …}``."""
+        body = {"username": username, "password": password, "serveraddress": server}
+        return self.call("POST", "/auth", body=body) or {}
+
 
 def read_wait(response: Response) -> tuple[int, str | None]:
     """The answer of a wait request: (status code, error message or None)."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+from portside.distribution.config import AuthConfig
 from portside.engine import views
 from portside.engine.execs import Execs
 from portside.engine.health import HealthChecks
@@ -34,6 +35,8 @@ from portside.errors import (
 )
 
 __all__ = ["Engine"]
+
+ANONYMOUS = AuthConfig()
 
 
 class Engine:
@@ -59,6 +62,7 @@ class Engine:
         self.snapshotter = open_snapshotter(paths.snapshots, config.snapshotter)
         self.volume_store = VolumeStore(paths.volumes)
         self._images: Any = None
+        self._distribution: Any = None
         self.lc = Lifecycle(
             config,
             images=self.image_store,
@@ -163,6 +167,7 @@ class Engine:
             cgroup_version="2" if detect_mode() == "v2" else "1",
             events_listeners=self.events.subscribers(),
             init_path=self.config.init_path,
+            registry=self.config.registry,
         )
 
     def _driver_name(self) -> str:
@@ -724,6 +729,48 @@ class Engine:
             finally:
                 if paused:
                     self.lc.runtime.resume(c.id)
+
+    # --- registries (portside.engine.registry) -------------------------------------------
+
+    @property
+    def distribution(self) -> Any:
+        if self._distribution is None:
+            from portside.engine.registry import Distribution
+
+            stores = (self.content, self.image_store, self.snapshotter, self.events)
+            self._distribution = Distribution(*stores, self.config.registry)
+        return self._distribution
+
+    def image_pull(
+        self,
+        name: str,
+        *,
+        tag: str | None = None,
+        platform: str | None = None,
+        auth: AuthConfig = ANONYMOUS,
+        all_tags: bool = False,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.distribution.pull(
+            name, tag=tag, platform=platform, auth=auth, all_tags=all_tags, progress=progress
+        )
+
+    def image_push(
+        self,
+        name: str,
+        *,
+        tag: str | None = None,
+        auth: AuthConfig = ANONYMOUS,
+        all_tags: bool = False,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.distribution.push(name, tag=tag, auth=auth, all_tags=all_tags, progress=progress)
+
+    def registry_login(self, auth: AuthConfig) -> dict[str, str]:
+        return self.distribution.login(auth)  # type: ignore[no-any-return]
+
+    def distribution_inspect(self, name: str, *, auth: AuthConfig = ANONYMOUS) -> dict:
+        return self.distribution.inspect(name, auth=auth)  # type: ignore[no-any-return]
 
     # --- volumes (helper F1's VolumeStore) ----------------------------------------------
 

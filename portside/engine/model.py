@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from portside.distribution.config import RegistryConfig
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
@@ -37,6 +39,8 @@ class EngineConfig:
     init_path: str = "/usr/bin/tini-static"  # bind-mounted as /sbin/docker-init for --init
     cgroup_parent: str = "/portside"
     default_ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: mirrors, insecure registries, certs.d, download/upload limits (pull, push, login)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     @property
     def paths(self) -> Paths:

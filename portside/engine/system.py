@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from portside.distribution.config import RegistryConfig
+
 __all__ = [
     "API_VERSION",
     "MIN_API_VERSION",
@@ -29,6 +31,7 @@ __all__ = [
     "go_arch",
     "info",
     "os_release",
+    "registry_config",
     "version",
 ]
 
@@ -244,15 +247,26 @@ def engine_id(data_root: str) -> str:
 # --- /info ------------------------------------------------------------------------------
 
 
-def _registry_config() -> dict[str, Any]:
+def registry_config(cfg: RegistryConfig | None = None) -> dict[str, Any]:
+    """``/info``'s ``RegistryConfig`` as dockerd shows it: the insecure CIDRs
+    (loopback always), an ``IndexConfigs`` entry for Docker Hub (with the mirrors) and
+    one per insecure ``host[:port]``, the mirrors (null when none)."""
+    from portside.distribution import hosts
+    from portside.distribution.config import RegistryConfig
+
+    cfg = cfg or RegistryConfig()
+    mirrors = [hosts.validate_mirror(m) for m in cfg.mirrors]
+    index = {
+        "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True}
+    }
+    for name in hosts.insecure_hosts(cfg):
+        index[name] = {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
     return {
         "AllowNondistributableArtifactsCIDRs": None,
         "AllowNondistributableArtifactsHostnames": None,
-        "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
-        "IndexConfigs": {
-            "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
-        },
-        "Mirrors": None,
+        "InsecureRegistryCIDRs": hosts.insecure_cidrs(cfg),
+        "IndexConfigs": index,
+        "Mirrors": mirrors or None,
     }
 
 
@@ -273,6 +287,7 @@ def info(
     debug: bool = False,
     cgroup_root: str = "/sys/fs/cgroup",
     os_release_path: str = "/etc/os-release",
+    registry: RegistryConfig | None = None,
 ) -> dict[str, Any]:
     """``GET /info``. ``containers``: ``total``, ``running``, ``paused``, ``stopped``;
     ``cgroup_version``: ``"1"`` or ``"2"``; ``driver``: the graph driver name
@@ -318,7 +333,7 @@ def info(
         "OSType": "linux",
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": _registry_config(),
+        "RegistryConfig": registry_config(registry),
         "NCPU": len(os.sched_getaffinity(0)) or os.cpu_count() or 1,
         "MemTotal": _mem_total(),
         "GenericResources": None,

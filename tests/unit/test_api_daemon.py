@@ -59,6 +59,62 @@ def test_config_file_errors(tmp_path: Path) -> None:
         load_config(["--config-file", str(path)])
 
 
+def test_registry_options_from_file_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.json"
+    path.write_text(
+        json.dumps(
+            {
+                "registry-mirrors": ["https://mirror.example"],
+                "insecure-registries": ["10.0.0.0/8", "reg.local:5000"],
+                "max-concurrent-downloads": 7,
+                "max-download-attempts": 2,
+                "registry-certs-dir": "/etc/certs.d",
+            }
+        )
+    )
+    cfg = load_config(["--config-file", str(path), "--max-concurrent-uploads", "9"])
+    reg = cfg.registry_config()
+    assert reg.mirrors == ("https://mirror.example",)
+    assert reg.insecure == ("10.0.0.0/8", "reg.local:5000")
+    assert (reg.max_concurrent_downloads, reg.max_concurrent_uploads) == (7, 9)
+    assert (reg.max_download_attempts, reg.certs_dir) == (2, "/etc/certs.d")
+    flags = load_config(
+        [
+            "--config-file",
+            str(path),
+            "--registry-mirror",
+            "http://127.0.0.1:5001",
+            "--registry-mirror",
+            "https://m2.example/prefix",
+            "--insecure-registry",
+            "h:1",
+            "--registry-certs-dir",
+            "/c",
+        ]
+    ).registry_config()
+    assert flags.mirrors == ("http://127.0.0.1:5001", "https://m2.example/prefix")
+    assert (flags.insecure, flags.certs_dir) == (("h:1",), "/c")
+    assert load_config([]).registry_config().certs_dir == "/etc/portside/certs.d"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"registry-mirrors": "https://m"}, "registry-mirrors is not a list of strings"),
+        ({"insecure-registries": [5]}, "insecure-registries is not a list of strings"),
+        ({"max-concurrent-downloads": "3"}, "max-concurrent-downloads is not an integer"),
+        ({"max-download-attempts": True}, "max-download-attempts is not an integer"),
+        ({"registry-mirrors": ["ftp://m"]}, "invalid mirror"),
+        ({"max-concurrent-uploads": 0}, "max concurrent uploads"),
+    ],
+)
+def test_registry_options_are_validated(tmp_path: Path, doc: dict, message: str) -> None:
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidArgument, match=message):
+        load_config(["--config-file", str(path)])
+
+
 def test_plain_tcp_off_loopback_refused_unless_forced() -> None:
     with pytest.raises(InvalidArgument, match=r"refusing plain TCP on tcp://0\.0\.0\.0:2375"):
         load_config(["-H", "tcp://0.0.0.0:2375"])

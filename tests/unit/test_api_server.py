@@ -283,7 +283,7 @@ def test_images(engine: FakeEngine) -> None:
             "/images/create?fromSrc=-&repo=imp&tag=2&changes=CMD%20sh", data=b"LAYER"
         )
         out.append([json.loads(line) for line in (await imp.text()).splitlines()][-1])
-        out.append((await c.post("/images/create?fromImage=alpine&tag=3")).status)
+        out.append((await c.post("/images/create?fromSrc=http://x/y.tar")).status)
         commit = await c.post("/commit?container=nosuch&repo=x")
         out.append(commit.status)
         out.append((await c.delete("/images/my/repo:v1?force=1")).status)

@@ -122,12 +122,20 @@ def test_run_stdin_is_forwarded_then_closed(fake: FakeDaemon) -> None:
     assert fake.find("POST", f"/containers/{CID}/attach")[0].query["stdin"] == ["1"]
 
 
-def test_run_unknown_image(fake: FakeDaemon) -> None:
+def test_run_unknown_image(fake: FakeDaemon, tmp_path) -> None:
     fake.error("POST", "/containers/create", 404, "No such image: nope:latest")
-    result = cli(fake, "run", "nope")
+    fake.error("POST", "/images/create", 404, "repository nope not found")
+    home = {"HOME": str(tmp_path), "PORTSIDE_CONFIG": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)}
+    result = cli(fake, "run", "nope", env=home)
     assert result.returncode == 125
     assert err(result) == (
         "Unable to find image 'nope:latest' locally\n"
+        "portside: Error response from daemon: repository nope not found.\n"
+        "See 'portside run --help'.\n"
+    )
+    result = cli(fake, "run", "--pull", "never", "nope")
+    assert result.returncode == 125
+    assert err(result) == (
         "portside: Error response from daemon: No such image: nope:latest.\n"
         "See 'portside run --help'.\n"
     )

@@ -125,6 +125,28 @@ def test_info_shape(tmp_path: Path) -> None:
     assert (data_root / "engine-id").read_text().strip() == info["ID"]
 
 
+def test_registry_config_as_dockerd_shows_it() -> None:
+    from portside.distribution.config import RegistryConfig
+
+    default = system.registry_config()
+    assert default["InsecureRegistryCIDRs"] == ["::1/128", "127.0.0.0/8"]
+    assert default["Mirrors"] is None
+    assert default["IndexConfigs"] == {
+        "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    }
+    cfg = RegistryConfig(mirrors=("https://m.example",), insecure=("10.1.0.0/16", "reg:5000"))
+    shown = system.registry_config(cfg)
+    assert shown["InsecureRegistryCIDRs"] == ["::1/128", "127.0.0.0/8", "10.1.0.0/16"]
+    assert shown["Mirrors"] == ["https://m.example/"]
+    assert shown["IndexConfigs"]["docker.io"]["Mirrors"] == ["https://m.example/"]
+    assert shown["IndexConfigs"]["reg:5000"] == {
+        "Name": "reg:5000",
+        "Mirrors": [],
+        "Secure": False,
+        "Official": False,
+    }
+
+
 def test_df_fills_counts() -> None:
     images = [
         {"Id": "sha256:a", "Containers": -1, "Size": 10},
