@@ -5,8 +5,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+# docker-registry (distribution 2.8): the registry the pull/push tests and benchmarks start
+# on their own ports (portside.testing.registry); the service its package enables is not used
 base="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
-  nftables ca-certificates tini tmux debootstrap"
+  nftables ca-certificates tini tmux debootstrap docker-registry"
 # the peer engines come with their recommended packages (network and init helpers)
 peers="podman containerd runc crun conmon skopeo"
 
