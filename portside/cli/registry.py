@@ -15,7 +15,7 @@ from portside.cli.flags import Opt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Any, TextIO
 
     from portside.cli.main import Context
     from portside.distribution.config import AuthConfig
@@ -93,6 +93,23 @@ def pull_image(ctx: Context, ref: Reference, *, platform: str | None, out: TextI
         response.close()
 
 
+def _target(ctx: Context, p: Any, *, push: bool = False) -> Reference:
+    """The reference of a pull or push: ``-a`` wants a bare name; without it a bare
+    name gets ``latest`` (said on stdout unless ``-q``, as docker)."""
+    ref = _parse(ctx, p.args[0])
+    name_only = ref.tag is None and ref.digest is None
+    if p.all_tags and not name_only:
+        raise ctx.error(ALL_TAGS_CONFLICT, 1)
+    if push and ref.digest is not None:
+        raise ctx.error("cannot push a digest reference", 1)
+    if not p.all_tags and name_only:
+        ref = ref.with_default_tag()
+        if not p.quiet:
+            ctx.out.write(f"Using default tag: {ref.tag}\n")
+            ctx.out.flush()
+    return ref
+
+
 PULL_OPTS = [
     Opt("a|all-tags", "bool", "Download all tagged images in the repository"),
     Opt("disable-content-trust", "bool", "Skip image verification (ignored)", default=True),
@@ -104,15 +121,7 @@ PULL_OPTS = [
 def pull(ctx: Context, argv: list[str]) -> int:
     """``portside pull [-a] [--platform P] [-q] NAME[:TAG|@DIGEST]``."""
     p = ctx.parse(PULL_OPTS, argv, min_args=1, max_args=1)
-    ref = _parse(ctx, p.args[0])
-    name_only = ref.tag is None and ref.digest is None
-    if p.all_tags and not name_only:
-        raise ctx.error(ALL_TAGS_CONFLICT, 1)
-    if not p.all_tags and name_only:
-        ref = ref.with_default_tag()
-        if not p.quiet:
-            ctx.out.write(f"Using default tag: {ref.tag}\n")
-            ctx.out.flush()
+    ref = _target(ctx, p)
     response = ctx.client.image_pull(
         ref.name, _api_tag(ref), platform=p.platform, auth=registry_auth(ctx, ref.domain)
     )
@@ -132,17 +141,7 @@ PUSH_OPTS = [
 def push(ctx: Context, argv: list[str]) -> int:
     """``portside push [-a] [-q] NAME[:TAG]``."""
     p = ctx.parse(PUSH_OPTS, argv, min_args=1, max_args=1)
-    ref = _parse(ctx, p.args[0])
-    name_only = ref.tag is None and ref.digest is None
-    if p.all_tags and not name_only:
-        raise ctx.error(ALL_TAGS_CONFLICT, 1)
-    if ref.digest is not None:
-        raise ctx.error("cannot push a digest reference", 1)
-    if not p.all_tags and name_only:
-        ref = ref.with_default_tag()
-        if not p.quiet:
-            ctx.out.write(f"Using default tag: {ref.tag}\n")
-            ctx.out.flush()
+    ref = _target(ctx, p, push=True)
     response = ctx.client.image_push(ref.name, ref.tag, auth=registry_auth(ctx, ref.domain))
     _show(ctx, response, None if p.quiet else ctx.out)
     if p.quiet:
