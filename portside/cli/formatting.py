@@ -474,9 +474,17 @@ class MapRow(_Row):
 # -- rendering -----------------------------------------------------------------
 
 
-def render(rows: list[Any], fmt: str, out: TextIO, *, minwidth: int = 10) -> None:
+def render(
+    rows: list[Any],
+    fmt: str,
+    out: TextIO,
+    *,
+    minwidth: int = 10,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Write ``rows`` with a docker format string: ``table ...`` (header + aligned
-    columns), ``json`` (one JSON object per line) or a plain template per row."""
+    columns), ``json`` (one JSON object per line) or a plain template per row.
+    ``headers``: the column titles when there may be no row to take them from."""
     from portside.cli.template import Template, to_json
 
     if fmt == "json":
@@ -489,7 +497,8 @@ def render(rows: list[Any], fmt: str, out: TextIO, *, minwidth: int = 10) -> Non
     template = Template(body)
     lines: list[str] = []
     if table:
-        headers = rows[0].HEADERS if rows else _headers_for(fmt)
+        if headers is None:
+            headers = rows[0].HEADERS if rows else _headers_for(fmt)
         lines.append(template.execute(_HeaderRow(headers)))
     for row in rows:
         lines.append(template.execute(row))

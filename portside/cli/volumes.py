@@ -117,7 +117,7 @@ def ls(ctx: Context, argv: list[str]) -> int:
         ctx.err.write(f"{warning}\n")
     rows = [MapRow(_volume_fields(v), VOLUME_HEADERS) for v in volumes]
     fmt = "{{.Name}}" if p.quiet else p.format or "table {{.Driver}}\t{{.Name}}"
-    render(rows, fmt, ctx.out)
+    render(rows, fmt, ctx.out, headers=VOLUME_HEADERS)
     return 0
 
 

@@ -468,6 +468,8 @@ def test_volumes(fake: FakeDaemon) -> None:
         "DRIVER    VOLUME NAME\nlocal     cache\nlocal     data\n"
     )
     assert out(cli(fake, "volume", "ls", "-q")) == "cache\ndata\n"
+    fake.route("GET", "/volumes", json_body={"Volumes": [], "Warnings": None})
+    assert out(cli(fake, "volume", "ls")) == "DRIVER    VOLUME NAME\n"  # titles without a row
     fake.route("DELETE", "/volumes/{name}", status=204)
     assert out(cli(fake, "volume", "rm", "-f", "data")) == "data\n"
     assert fake.requests[-1].query == {"force": ["1"]}
