@@ -13,6 +13,19 @@ made is removed, also on failure; traffic: none):
   transaction); ``phases``: building the JSON, applying with a reused context, deleting.
 - ``network_teardown``: what removing a container's veth costs its caller: handing it to
   a ``LinkReaper`` vs deleting it synchronously vs just dropping the namespace.
+
+End to end, with the engine wired (these start a daemon or an engine of their own, on a
+bridge of their own; traffic only on that bridge and on loopback):
+
+- ``network_start``: ``Engine.container_start`` of a created busybox ``true`` on the
+  default bridge vs with ``--network none`` (in-process: the endpoint's cost alone).
+- ``network_run_rm``: ``portside run --rm busybox true`` on the default bridge vs
+  ``--network none`` through our CLI and daemon, and the same pair for podman (netavark)
+  and docker where they run; ``added_ms`` is each engine's bridge minus none.
+- ``network_port``: throughput through a published port, host -> container: a loopback
+  HTTP client (Python, the same for all) downloading a 64 MiB file from busybox httpd
+  through ``-p 127.0.0.1:PORT:80`` (MB/s) and fetching a small page on 4 connections at a
+  time (requests/s); vs the container's address directly (no NAT) and podman's ``-p``.
 """
 
 from __future__ import annotations
@@ -32,6 +45,9 @@ from bench.harness import Command, compare
 __all__ = [
     "bench_network_bridge",
     "bench_network_nft",
+    "bench_network_port",
+    "bench_network_run_rm",
+    "bench_network_start",
     "bench_network_teardown",
     "bench_network_veth",
 ]
@@ -375,3 +391,274 @@ def bench_network_teardown(*, runs: int, warmup: int, out: str | None = None) ->
             out=out,
             extra=lambda: {"reaper": reaper.statistics()},
         )
+
+
+# --- end to end: the engine wired --------------------------------------------------------
+
+HTTPD = "mkdir -p /www && echo hello > /www/index.html && head -c 67108864 /dev/zero > /www/big"
+HTTPD += " && exec httpd -f -p 80 -h /www"
+BIG = 64 << 20
+
+
+def _engine_roots() -> tuple[Any, Callable[[], None]]:
+    """An engine config of our own (bridge, nftables table, roots), busybox loaded; and
+    the cleanup that removes everything it made."""
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(repo, "tests", "integration"))
+    from engine_helpers import add_busybox, cleanup, make_config  # the tests' own fixtures
+
+    config = make_config()
+    add_busybox(config)
+    return config, lambda: cleanup(config)
+
+
+def bench_network_start(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """Engine.container_start on the default bridge vs --network none (in-process)."""
+    from portside.engine.engine import Engine
+
+    config, cleanup = _engine_roots()
+    try:
+        engine = Engine(config)
+        try:
+            made: list[str] = []
+
+            def create(mode: str) -> Callable[[], None]:
+                def setup() -> None:
+                    host = {"NetworkMode": mode}
+                    cmd = {"Image": "busybox", "Cmd": ["true"]}
+                    made.append(engine.container_create(None, cmd, host)["Id"])
+
+                return setup
+
+            def start() -> None:
+                engine.container_start(made[-1])
+
+            def remove() -> None:
+                engine.container_wait(made[-1], timeout=10)
+                engine.container_remove(made[-1], force=True)
+
+            result = compare(
+                "network_start",
+                Command("start-bridge", start, create("bridge"), remove),
+                [Command("start-none", start, create("none"), remove)],
+                runs=runs,
+                warmup=warmup,
+                out=None,
+            )
+        finally:
+            engine.close()
+    finally:
+        cleanup()
+    return _added(result, "network_start", {"portside": ("start-bridge", "start-none")}, out)
+
+
+def _added(
+    result: dict[str, Any], name: str, pairs: dict[str, tuple[str, str]], out: str | None
+) -> dict[str, Any]:
+    """One more line: what bridge networking adds, per engine (bridge minus none)."""
+    import json
+
+    medians = {result["ours"]["name"]: result["ours"]["median_ms"]}
+    medians.update({k: v["median_ms"] for k, v in result["peers"].items()})
+    added = {
+        engine: round(medians[bridge] - medians[none], 3)
+        for engine, (bridge, none) in pairs.items()
+        if bridge in medians and none in medians
+    }
+    line = {"benchmark": f"{name}_added", "added_ms": added, "goal_ms": 30.0}
+    text = json.dumps(line)
+    print(text, flush=True)
+    if out is not None:
+        with open(out, "a") as f:
+            f.write(json.dumps(result) + "\n" + text + "\n")
+    return {**result, "added_ms": added}
+
+
+def _cli_command(name: str, argv: list[str], env: dict[str, str] | None = None) -> Command:
+    import subprocess
+
+    from bench.harness import BenchmarkError
+
+    def run() -> None:
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise BenchmarkError(f"{name}: exited {proc.returncode}: {proc.stderr[-300:]!r}")
+
+    return Command(name, run) if _installed(argv[0]) else Command(name, argv)
+
+
+def _installed(program: str) -> bool:
+    import shutil
+
+    return os.path.isabs(program) or shutil.which(program) is not None
+
+
+def bench_network_run_rm(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """`run --rm busybox true`, default bridge vs none: ours, podman, docker (where up)."""
+    from bench.bench_engine import _docker_engine_up, _Podman, portside_cli
+    from portside.testing.daemon import running_daemon
+
+    with running_daemon() as d:
+        from portside.testing.baseimage import write_busybox_archive
+
+        archive = os.path.join(d.dir, "busybox.tar")
+        if not os.path.exists(archive):
+            write_busybox_archive(archive)
+        podman = _Podman(archive)
+        try:
+            cli = [*portside_cli(), "run", "--rm"]
+            ours = _cli_command("portside-bridge", [*cli, "busybox", "true"], d.env())
+            peers = [_cli_command("portside-none", [*cli, "--network", "none", "busybox", "true"],
+                                  d.env())]  # fmt: skip
+            pairs = {"portside": ("portside-bridge", "portside-none")}
+            if podman.ok:
+                run = podman.run_argv("--rm", "busybox", "true")  # --net=none
+                bridged = [a for a in run if a != "--net=none"]
+                peers += [_cli_command("podman-bridge", bridged), _cli_command("podman-none", run)]
+                pairs["podman"] = ("podman-bridge", "podman-none")
+            if _docker_engine_up():
+                env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+                argv = ["docker", "run", "--rm"]
+                peers += [
+                    _cli_command("docker-bridge", [*argv, "busybox", "true"], env),
+                    _cli_command("docker-none", [*argv, "--net=none", "busybox", "true"], env),
+                ]
+                pairs["docker"] = ("docker-bridge", "docker-none")
+            result = compare("network_run_rm", ours, peers, runs=runs, warmup=warmup, out=None)
+        finally:
+            podman.close()
+    return _added(result, "network_run_rm", pairs, out)
+
+
+class _PortTarget:
+    """Where a client reaches busybox httpd: ``host:port``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def get(self, path: str, sink: bytearray) -> int:
+        """One HTTP/1.0 GET; the body's size."""
+        import socket
+
+        with socket.create_connection((self.host, self.port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            view, total = memoryview(sink), 0
+            while n := sock.recv_into(view):
+                total += n
+        return total
+
+    def download_mb_s(self) -> float:
+        sink = bytearray(1 << 20)
+        start = time.perf_counter()
+        size = self.get("/big", sink)
+        if size < BIG:
+            raise RuntimeError(f"short download from {self.host}:{self.port}: {size} bytes")
+        return round(size / (time.perf_counter() - start) / 1e6, 1)
+
+    def requests_per_s(self, count: int = 400, parallel: int = 4) -> float:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(_: int) -> int:
+            return self.get("/index.html", bytearray(4096))
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            sizes = list(pool.map(fetch, range(count)))
+        if min(sizes) == 0:
+            raise RuntimeError("an empty answer")
+        return round(count / (time.perf_counter() - start), 1)
+
+
+def _wait_http(target: _PortTarget) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if target.get("/index.html", bytearray(4096)) > 0:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"httpd on {target.host}:{target.port} does not answer")
+        time.sleep(0.1)
+
+
+def _measure(target: _PortTarget, runs: int) -> dict[str, Any]:
+    _wait_http(target)
+    mb = [target.download_mb_s() for _ in range(max(runs, 3))]
+    rps = [target.requests_per_s() for _ in range(max(runs // 4, 2))]
+    return {"download_mb_s": statistics.median(mb), "requests_per_s": statistics.median(rps)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _podman_port(runs: int) -> dict[str, Any] | None:
+    import subprocess
+
+    from bench.bench_engine import _Podman
+    from portside.testing.baseimage import write_busybox_archive
+
+    tmp = tempfile.mkdtemp(prefix="bench-podman-img-")
+    archive = os.path.join(tmp, "busybox.tar")
+    write_busybox_archive(archive)
+    podman = _Podman(archive)
+    try:
+        if not podman.ok:
+            return None
+        port = _free_port()
+        run = [a for a in podman.run_argv("-d", "-p", f"127.0.0.1:{port}:80") if a != "--net=none"]
+        proc = subprocess.run(
+            [*run, "busybox", "sh", "-c", HTTPD], capture_output=True, check=False
+        )
+        if proc.returncode != 0:
+            return {"error": proc.stderr.decode(errors="replace")[-300:]}
+        return _measure(_PortTarget("127.0.0.1", port), runs)
+    finally:
+        podman.close()
+        os.unlink(archive)
+        os.rmdir(tmp)
+
+
+def bench_network_port(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
+    """Host -> container through a published port (MB/s, requests/s) vs direct, podman."""
+    import json
+
+    from bench.harness import machine
+    from portside.engine.engine import Engine
+
+    del warmup  # each measurement is a median of several already
+    config, cleanup = _engine_roots()
+    result: dict[str, Any] = {"benchmark": "network_port", "runs": runs}
+    try:
+        engine = Engine(config)
+        try:
+            port = _free_port()
+            bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+            cmd = {"Image": "busybox", "Cmd": ["sh", "-c", HTTPD]}
+            cid = engine.container_create(None, cmd, {"PortBindings": bindings})["Id"]
+            engine.container_start(cid)
+            ip = engine.container_inspect(cid)["NetworkSettings"]["IPAddress"]
+            result["published_127.0.0.1"] = _measure(_PortTarget("127.0.0.1", port), runs)
+            result["direct_container_ip"] = _measure(_PortTarget(ip, 80), runs)
+            engine.container_remove(cid, force=True)
+        finally:
+            engine.close()
+    finally:
+        cleanup()
+    podman = _podman_port(runs)
+    if podman is not None:
+        result["podman_published_127.0.0.1"] = podman
+    result["machine"] = machine()
+    text = json.dumps(result)
+    print(text, flush=True)
+    if out is not None:
+        with open(out, "a") as f:
+            f.write(text + "\n")
+    return result

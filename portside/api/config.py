@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from portside.distribution.config import DEFAULT_CERTS_DIR, RegistryConfig
+from portside.engine.model import NetworkConfig
 from portside.errors import InvalidArgument
 
 DEFAULT_HOST = "unix:///run/portside.sock"
@@ -34,6 +35,21 @@ class DaemonConfig:
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
     max_download_attempts: int = 5
+    bridge: str = "portside0"
+    bip: str = ""
+    default_address_pools: list[dict] = field(default_factory=list)
+    mtu: int = 1500
+    ip_forward: bool = True
+
+    def network_config(self) -> NetworkConfig:
+        """The networking options the engine gets (the default bridge, pools, MTU)."""
+        return NetworkConfig(
+            bridge=self.bridge,
+            bridge_ip=self.bip,
+            address_pools=tuple(self.default_address_pools),
+            mtu=self.mtu,
+            ip_forward=self.ip_forward,
+        )
 
     def registry_config(self) -> RegistryConfig:
         """The registry settings the engine gets (pull, push, login)."""
@@ -66,10 +82,15 @@ _FILE_KEYS = {
     "max-concurrent-downloads": "max_concurrent_downloads",
     "max-concurrent-uploads": "max_concurrent_uploads",
     "max-download-attempts": "max_download_attempts",
+    "bridge": "bridge",
+    "bip": "bip",
+    "default-address-pools": "default_address_pools",
+    "mtu": "mtu",
+    "ip-forward": "ip_forward",
 }
 _LIST_KEYS = frozenset({"registry_mirrors", "insecure_registries"})
 _INT_KEYS = frozenset(
-    {"max_concurrent_downloads", "max_concurrent_uploads", "max_download_attempts"}
+    {"max_concurrent_downloads", "max_concurrent_uploads", "max_download_attempts", "mtu"}
 )
 # the flags load_config copies over the file's values when given
 _FLAG_ATTRS = (
@@ -91,6 +112,11 @@ _FLAG_ATTRS = (
     "max_concurrent_downloads",
     "max_concurrent_uploads",
     "max_download_attempts",
+    "bridge",
+    "bip",
+    "default_address_pools",
+    "mtu",
+    "ip_forward",
 )
 
 
@@ -128,7 +154,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plain TCP on a non-loopback address (anyone there is root)",
     )
     _registry_flags(p)
+    _network_flags(p)
     return p
+
+
+def _go_bool(text: str) -> bool:
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def _pool(text: str) -> dict:
+    """``base=10.10.0.0/16,size=24`` (dockerd's --default-address-pool)."""
+    fields = dict(item.partition("=")[::2] for item in text.split(","))
+    if set(fields) != {"base", "size"} or not fields["size"].isdigit():
+        raise argparse.ArgumentTypeError(f"invalid address pool {text!r}: want base=CIDR,size=N")
+    return {"base": fields["base"], "size": int(fields["size"])}
+
+
+def _network_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-b",
+        "--bridge",
+        metavar="NAME",
+        help='the default bridge network\'s bridge (default portside0; "none": no default)',
+    )
+    p.add_argument("--bip", metavar="CIDR", help="the default bridge's address, e.g. 172.20.0.1/16")
+    p.add_argument(
+        "--default-address-pool",
+        action="append",
+        type=_pool,
+        dest="default_address_pools",
+        metavar="base=CIDR,size=N",
+        help="address pool for networks' subnets (repeatable; default dockerd's)",
+    )
+    p.add_argument("--mtu", type=int, metavar="N", help="MTU of the default bridge (1500)")
+    p.add_argument(
+        "--ip-forward",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        metavar="BOOL",
+        help="turn on net.ipv4.ip_forward at start (default true)",
+    )
 
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
@@ -201,8 +271,12 @@ def _apply_file(cfg: DaemonConfig, path: str) -> None:
             raise InvalidArgument(f"invalid config file {path}: {key} is not a list of strings")
         if attr in _INT_KEYS and (not isinstance(value, int) or isinstance(value, bool)):
             raise InvalidArgument(f"invalid config file {path}: {key} is not an integer")
-        if attr == "registry_certs_dir" and not isinstance(value, str):
+        if attr in ("registry_certs_dir", "bridge", "bip") and not isinstance(value, str):
             raise InvalidArgument(f"invalid config file {path}: {key} is not a string")
+        if attr == "ip_forward" and not isinstance(value, bool):
+            raise InvalidArgument(f"invalid config file {path}: {key} is not a boolean")
+        if attr == "default_address_pools" and not isinstance(value, list):
+            raise InvalidArgument(f"invalid config file {path}: {key} is not a list")
         setattr(cfg, attr, value)
 
 
@@ -237,6 +311,7 @@ def validate(cfg: DaemonConfig) -> None:
     from portside.distribution.hosts import validate_config
 
     validate_config(cfg.registry_config())
+    _validate_network(cfg)
     if not cfg.cgroup_parent.startswith("/"):
         cfg.cgroup_parent = "/" + cfg.cgroup_parent
     if not cfg.hosts:
@@ -252,3 +327,23 @@ def validate(cfg: DaemonConfig) -> None:
                 f"refusing plain TCP on {host}: anyone who can reach {addr} gets root on this "
                 "host; use --tlsverify with certificates (portside tls init), or --insecure-tcp"
             )
+
+
+def _validate_network(cfg: DaemonConfig) -> None:
+    """The networking options, as dockerd checks them at start."""
+    from portside.network.ipam import parse_pools
+
+    if cfg.default_address_pools:
+        parse_pools(cfg.default_address_pools)
+    if not 68 <= cfg.mtu <= 65535:
+        raise InvalidArgument(f"invalid mtu {cfg.mtu}: must be 68-65535")
+    name = cfg.bridge
+    if not name or len(name.encode()) > 15 or any(c in name for c in "/: \t"):
+        raise InvalidArgument(f"invalid bridge name {name!r}")
+    if cfg.bip:
+        try:
+            ipaddress.IPv4Interface(cfg.bip)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid bip {cfg.bip}: {exc}") from exc
+        if "/" not in cfg.bip:
+            raise InvalidArgument(f"invalid bip {cfg.bip}: want an address with a prefix")

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     exec_root=cfg.exec_root,
                     cgroup_parent=cfg.cgroup_parent,
                     registry=cfg.registry_config(),
+                    network=cfg.network_config(),
                 )
             )
             asyncio.run(run(cfg, engine))

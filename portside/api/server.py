@@ -224,6 +224,7 @@ def create_app(engine: Any) -> web.Application:
         routes_containers,
         routes_exec,
         routes_images,
+        routes_networks,
         routes_system,
         routes_volumes,
     )
@@ -233,7 +234,14 @@ def create_app(engine: Any) -> web.Application:
     )
     app[ENGINE_KEY] = engine
     routes: list[Route] = []
-    for module in (routes_system, routes_containers, routes_exec, routes_images, routes_volumes):
+    for module in (
+        routes_system,
+        routes_containers,
+        routes_exec,
+        routes_images,
+        routes_volumes,
+        routes_networks,
+    ):
         routes.extend(module.ROUTES)
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -170,6 +170,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Block until one or more containers stop, then print their exit codes",
     ),
     "volume": ("volumes", "volume", "COMMAND", "Manage volumes"),
+    "network": ("network", "network", "COMMAND", "Manage networks"),
     "system": ("system", "system", "COMMAND", "Manage Portside"),
 }
 
@@ -395,12 +396,13 @@ def main_usage() -> str:
         "Commands:",
     ]
     for name in sorted(COMMANDS):
-        if name not in ("volume", "system"):
+        if name not in ("volume", "system", "network"):
             lines.append(f"  {name.ljust(10)} {COMMANDS[name][3]}")
     lines += ["", "Management Commands:"]
     for name, text in (
         ("container", "Manage containers"),
         ("image", "Manage images"),
+        ("network", "Manage networks"),
         ("system", "Manage Portside"),
         ("volume", "Manage volumes"),
         ("daemon", "Run the Portside daemon"),

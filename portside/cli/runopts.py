@@ -63,6 +63,7 @@ CREATE_OPTS = [
     Opt("h|hostname", "str", "Container host name"),
     Opt("init", "bool", "Run an init inside the container that forwards signals and reaps"),
     Opt("i|interactive", "bool", "Keep STDIN open even if not attached"),
+    Opt("ip", "str", "IPv4 address (e.g., 172.30.100.104)"),
     Opt("ipc", "str", "IPC mode to use"),
     Opt("l|label", "list", "Set meta data on a container"),
     Opt("label-file", "list", "Read in a line delimited file of labels"),
@@ -77,6 +78,8 @@ CREATE_OPTS = [
     Opt("name", "str", "Assign a name to the container"),
     Opt("network", "str", "Connect a container to a network"),
     Opt("net", "str", "Connect a container to a network"),
+    Opt("network-alias", "list", "Add network-scoped alias for the container"),
+    Opt("net-alias", "list", "Add network-scoped alias for the container"),
     Opt("no-healthcheck", "bool", "Disable any container-specified HEALTHCHECK"),
     Opt("oom-kill-disable", "bool", "Disable OOM Killer"),
     Opt("oom-score-adj", "int", "Tune host's OOM preferences (-1000 to 1000)"),
@@ -529,6 +532,24 @@ def build_create_body(p: Parsed, *, detach: bool = False) -> tuple[dict, str | N
     host = _host_config(p, config)
     body = dict(config)
     body["HostConfig"] = host
-    network = host["NetworkMode"]
-    body["NetworkingConfig"] = {"EndpointsConfig": {network: {}} if network else {}}
+    body["NetworkingConfig"] = {"EndpointsConfig": _endpoints(p, host["NetworkMode"])}
     return body, p.name or None
+
+
+def _endpoints(p: Parsed, network: str) -> dict:
+    """NetworkingConfig.EndpointsConfig: the network's entry with --ip, --network-alias
+    and --mac-address (docker sends them there; the daemon refuses them where they do
+    not apply)."""
+    endpoint: dict = {}
+    if p.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": p.ip}
+    aliases = [*p.network_alias, *p.net_alias]
+    if aliases:
+        endpoint["Aliases"] = aliases
+    if p.mac_address:
+        endpoint["MacAddress"] = p.mac_address
+    if not network:
+        if endpoint:
+            return {"default": endpoint}
+        return {}
+    return {network: endpoint}

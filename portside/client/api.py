@@ -169,6 +169,35 @@ class Client:
         query = {"force": force or None, "v": volumes or None}
         self.call("DELETE", f"/containers/{quote(ref)}", query=query)
 
+    # -- networks
+    def network_list(self, filters: list[str] | dict[str, list[str]] | None = None) -> list[dict]:
+        """``GET /networks``; ``filters`` as ``["driver=bridge"]`` or a dict of lists."""
+        return self.call("GET", "/networks", query={"filters": encode_filters(filters)}) or []
+
+    def network_inspect(self, ref: str, *, verbose: bool = False, scope: str = "") -> dict:
+        query = {"verbose": "true" if verbose else None, "scope": scope or None}
+        return self.call("GET", f"/networks/{quote(ref)}", query=query)
+
+    def network_create(self, body: dict) -> dict:
+        """``POST /networks/create`` with Docker's NetworkCreateRequest: {"Id", "Warning"}."""
+        return self.call("POST", "/networks/create", body=body) or {}
+
+    def network_remove(self, ref: str) -> None:
+        self.call("DELETE", f"/networks/{quote(ref)}")
+
+    def network_connect(self, ref: str, container: str, endpoint: dict | None = None) -> None:
+        body = {"Container": container, "EndpointConfig": endpoint}
+        self.call("POST", f"/networks/{quote(ref)}/connect", body=body)
+
+    def network_disconnect(self, ref: str, container: str, *, force: bool = False) -> None:
+        body = {"Container": container, "Force": force}
+        self.call("POST", f"/networks/{quote(ref)}/disconnect", body=body)
+
+    def networks_prune(self, filters: list[str] | dict[str, list[str]] | None = None) -> dict:
+        """``POST /networks/prune``: {"NetworksDeleted": [names]}."""
+        query = {"filters": encode_filters(filters)}
+        return self.call("POST", "/networks/prune", query=query) or {}
+
     # -- registries
     def image_pull(
         self, name: str, tag: str | None, *, platform: str | None = None, auth: str | None = None

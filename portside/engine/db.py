@@ -2,7 +2,8 @@
 
 Every container is one row: its ID, its unique name, its phase (``creating`` while
 create is half done, ``ready`` afterwards) and the JSON of its
-:class:`~portside.engine.model.Container`. Exec instances are rows of their own.
+:class:`~portside.engine.model.Container`. Exec instances are rows of their own, and
+so are networks (their record and their IPAM state, :mod:`portside.engine.networks`).
 Every write is one transaction, so a daemon killed at any instant leaves either the
 old or the new row, never half of one. The schema is versioned: ``MIGRATIONS`` is
 applied in order, each in its own transaction with the version bump.
@@ -31,6 +32,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " phase TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE TABLE execs (id TEXT PRIMARY KEY, container_id TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE INDEX execs_by_container ON execs (container_id)",
+    ),
+    (  # 2: networks (issue 5): the record as JSON, the IPAM state (AddressSpace.to_dict())
+        "CREATE TABLE networks (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " doc TEXT NOT NULL, ipam TEXT NOT NULL DEFAULT '')",
     ),
 )
 
@@ -199,3 +204,36 @@ class Store:
 
     def delete_exec(self, exec_id: str) -> None:
         self._write([("DELETE FROM execs WHERE id = ?", (exec_id,))])
+
+    # --- networks ---------------------------------------------------------------
+
+    def save_network(self, nid: str, name: str, doc: dict[str, Any], ipam: dict | None) -> None:
+        """Insert or replace network ``nid``; Conflict if another network has ``name``."""
+        try:
+            self._write(
+                [
+                    (
+                        "INSERT OR REPLACE INTO networks (id, name, doc, ipam) VALUES (?, ?, ?, ?)",
+                        (nid, name, _dumps(doc), _dumps(ipam) if ipam is not None else ""),
+                    )
+                ]
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"network with name {name} already exists") from exc
+
+    def save_ipam(self, nid: str, ipam: dict[str, Any]) -> None:
+        """Record the IPAM state of network ``nid`` (after every allocate/release)."""
+        self._write([("UPDATE networks SET ipam = ? WHERE id = ?", (_dumps(ipam), nid))])
+
+    def delete_network(self, nid: str) -> None:
+        self._write([("DELETE FROM networks WHERE id = ?", (nid,))])
+
+    def networks(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Every network as (record, IPAM state or None), in creation order."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc, ipam FROM networks ORDER BY rowid").fetchall()
+        return [(json.loads(doc), json.loads(ipam) if ipam else None) for doc, ipam in rows]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -76,7 +76,13 @@ class Engine:
         self.lc.health = self.health
         self._closed = False
         self._subscription: Any = None
+        from portside.engine.networks import Networks
+
+        self.networks = Networks(config.network, self.lc.db, self.lc, self.events)
+        self.lc.networks = self.networks
+        self.networks.load()  # before the containers: their exits release addresses
         to_start = self.lc.load()
+        self.networks.reconcile()
         self._watcher = threading.Thread(target=self._watch, name="exits", daemon=True)
         self._watcher.start()
         for c in to_start:
@@ -86,6 +92,7 @@ class Engine:
         """Stop the engine's threads; containers and the monitor keep running."""
         self._closed = True
         self.health.close()
+        self.networks.close()
         sub = self._subscription
         if sub is not None and hasattr(sub, "close"):
             try:
@@ -168,6 +175,7 @@ class Engine:
             events_listeners=self.events.subscribers(),
             init_path=self.config.init_path,
             registry=self.config.registry,
+            warnings=self.networks.warnings(),
         )
 
     def _driver_name(self) -> str:
@@ -213,8 +221,10 @@ class Engine:
             image = self.image_store.get(ref)
         except ImageNotFound as exc:
             raise NotFound(f"No such image: {ref}") from exc
-        host_config = views.host_config_defaults(host_config)
-        warnings = list(_spec.validate_create(config, host_config) or [])
+        default_mode = "bridge" if self.networks.default_bridge is not None else "none"
+        host_config = views.host_config_defaults(host_config, default_mode)
+        warnings = list(_spec.validate_create(config, host_config, self.networks.exists) or [])
+        endpoints = self.networks.for_create(host_config, networking_config)
         image_config = (json.loads(image.config).get("config")) or {}
         merged = _spec.merge_image_config(config, image_config)
         cid = os.urandom(32).hex()
@@ -232,6 +242,7 @@ class Engine:
             config=merged,
             host_config=host_config,
             state=ContainerState(),
+            networks=endpoints,
         )
         c.driver = (
             "overlay2" if self.snapshotter.__class__.__name__.startswith("Overlay") else "vfs"
@@ -806,3 +817,28 @@ class Engine:
             self.events.publish("volume", action, name, {"driver": driver})
         except PortsideError:
             pass
+
+    # --- networks (portside.engine.networks) --------------------------------------------
+
+    def network_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.networks.create(body)
+
+    def network_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return self.networks.list(filters)
+
+    def network_inspect(self, ref: str, *, verbose: bool = False, scope: str = "") -> dict:
+        return self.networks.inspect(ref, verbose=verbose, scope=scope)
+
+    def network_remove(self, ref: str) -> None:
+        self.networks.remove(ref)
+
+    def networks_prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return self.networks.prune(filters)
+
+    def network_connect(
+        self, ref: str, container: str, endpoint_config: dict | None = None
+    ) -> None:
+        self.networks.connect(ref, container, endpoint_config)
+
+    def network_disconnect(self, ref: str, container: str, *, force: bool = False) -> None:
+        self.networks.disconnect(ref, container, force=force)

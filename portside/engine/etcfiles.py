@@ -22,19 +22,29 @@ _HOST_RESOLV = ("/etc/resolv.conf",)
 _STUB_RESOLV = "/run/systemd/resolve/resolv.conf"
 
 
-def hosts_file(hostname: str, domainname: str = "", extra_hosts: list[str] | None = None) -> str:
-    """Docker's /etc/hosts: localhost and the IPv6 names, ``extra_hosts`` ("name:ip"),
-    and the container's own hostname (on 127.0.1.1 until it has a network)."""
+def hosts_file(
+    hostname: str,
+    domainname: str = "",
+    extra_hosts: list[str] | None = None,
+    *,
+    address: str | None = None,
+    host_gateway: str | None = None,
+) -> str:
+    """Docker's /etc/hosts: localhost and the IPv6 names, ``extra_hosts`` ("name:ip";
+    ``host-gateway`` is ``host_gateway``, the default bridge's address), and the
+    container's own hostname on its ``address`` (127.0.1.1 without a network)."""
     lines = [_HOSTS_BASE]
     for entry in extra_hosts or []:
         name, sep, ip = entry.partition(":")
         if not sep or not name or not ip:
             raise InvalidArgument(f"invalid extra host {entry!r}: expected name:ip")
         if ip == "host-gateway":
-            raise InvalidArgument("unable to derive the IP value for host-gateway")
+            if not host_gateway:
+                raise InvalidArgument("unable to derive the IP value for host-gateway")
+            ip = host_gateway
         lines.append(f"{ip.strip('[]')}\t{name}\n")
     names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
-    lines.append(f"127.0.1.1\t{names}\n")
+    lines.append(f"{address or '127.0.1.1'}\t{names}\n")
     return "".join(lines)
 
 
@@ -49,10 +59,13 @@ def resolv_conf(
     search: list[str] | None = None,
     options: list[str] | None = None,
     host_network: bool = False,
+    embedded: str | None = None,
 ) -> str:
     """The container's resolv.conf from the host's: local nameservers (127.x, ::1) dropped
     (Docker's defaults if none is left) unless on the host's network; Dns, DnsSearch and
-    DnsOptions replace the host's nameservers, search and options lines."""
+    DnsOptions replace the host's nameservers, search and options lines. With an
+    ``embedded`` DNS server (user networks: the gateway) it is the first nameserver, the
+    Dns ones after it, and the host's are left to it (it forwards to them)."""
     servers: list[str] = []
     searches: list[str] = []
     opts: list[str] = []
@@ -67,7 +80,9 @@ def resolv_conf(
             searches = words[1:]
         elif words[0] == "options":
             opts.extend(words[1:])
-    if dns:
+    if embedded:
+        servers = [embedded, *(dns or [])]
+    elif dns:
         servers = list(dns)
     elif not servers:
         servers = list(_DEFAULT_DNS)
@@ -97,7 +112,13 @@ def _host_resolv() -> str:
     return ""
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, in_place: bool = False) -> None:
+    """Write ``path`` whole: by rename, or ``in_place`` (the same inode) once the file
+    is bind-mounted into a container, where a rename would not be seen."""
+    if in_place:
+        with open(path, "w") as f:
+            f.write(text)
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -105,13 +126,24 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_etc_files(directory: str, host_config: dict, config: dict) -> dict[str, str]:
-    """Write hostname, hosts and resolv.conf into ``directory``; their paths by name."""
+def write_etc_files(
+    directory: str,
+    host_config: dict,
+    config: dict,
+    *,
+    address: str | None = None,
+    embedded_dns: str | None = None,
+    host_gateway: str | None = None,
+    in_place: bool = False,
+) -> dict[str, str]:
+    """Write hostname, hosts and resolv.conf into ``directory``; their paths by name.
+    ``address``: the container's own (its primary endpoint's); ``embedded_dns``: the
+    nameserver of its user network; ``in_place``: rewrite files already bind-mounted."""
     hostname = str(config.get("Hostname") or "")
     domain = str(config.get("Domainname") or "")
     host_network = host_config.get("NetworkMode") == "host"
     paths = {n: os.path.join(directory, n) for n in ("hostname", "hosts", "resolv.conf")}
-    _write(paths["hostname"], hostname + "\n")
+    _write(paths["hostname"], hostname + "\n", in_place)
     if host_network:
         try:
             with open("/etc/hosts") as f:
@@ -119,14 +151,21 @@ def write_etc_files(directory: str, host_config: dict, config: dict) -> dict[str
         except OSError:
             hosts = _HOSTS_BASE
     else:
-        hosts = hosts_file(hostname, domain, host_config.get("ExtraHosts"))
-    _write(paths["hosts"], hosts)
+        hosts = hosts_file(
+            hostname,
+            domain,
+            host_config.get("ExtraHosts"),
+            address=address,
+            host_gateway=host_gateway,
+        )
+    _write(paths["hosts"], hosts, in_place)
     resolv = resolv_conf(
         _host_resolv(),
         dns=host_config.get("Dns"),
         search=host_config.get("DnsSearch"),
         options=host_config.get("DnsOptions"),
         host_network=host_network,
+        embedded=embedded_dns,
     )
-    _write(paths["resolv.conf"], resolv)
+    _write(paths["resolv.conf"], resolv, in_place)
     return paths

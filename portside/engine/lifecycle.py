@@ -29,6 +29,7 @@ from portside.errors import (
     NotFound,
     NotModified,
     PortsideError,
+    Unavailable,
 )
 from portside.oci import fastjson
 
@@ -105,13 +106,17 @@ class Lifecycle:
         self._timers: dict[str, threading.Timer] = {}
         self._closed = False
         self.health: Any = None  # set by the engine (health.HealthChecks)
+        self.networks: Any = None  # set by the engine (networks.Networks)
 
     # --- plumbing ---------------------------------------------------------------
 
     @property
     def monitor(self) -> Any:
-        """The monitor client, the monitor spawned if it does not answer."""
+        """The monitor client, the monitor spawned if it does not answer (never once
+        the lifecycle is closed: a thread of a closed engine must not start one)."""
         with self._monitor_lock:
+            if self._closed:
+                raise Unavailable("the engine is closed")
             if self._monitor is None:
                 self._monitor = self._monitor_factory()
             now = time.monotonic()
@@ -174,7 +179,8 @@ class Lifecycle:
         unpack(image, self.images.content, self.snapshotter)  # layers already there: skipped
         prepare_container_rootfs(image, self.snapshotter, c.id)
         self.mount_rootfs(c.id)
-        write_etc_files(directory, c.host_config, c.config)
+        gateway = self.networks.host_gateway() if self.networks is not None else None
+        write_etc_files(directory, c.host_config, c.config, host_gateway=gateway)
         mounts, c.mounts = _volumes.resolve_mounts(
             self.volumes, c.id, c.config, c.host_config, rootfs
         )
@@ -269,12 +275,21 @@ class Lifecycle:
         if status != "created":
             pid = self.runtime_create(c)
         try:
+            self.attach_network(c, pid)
             self.runtime.start(c.id)
         except PortsideError as exc:
+            if self.networks is not None:
+                self.networks.release(c)
             c.state.status, c.state.error, c.state.exit_code = "exited", str(exc), 128
             c.state.finished_at = now_rfc3339()
             self.save(c)
-            self.notify()
+            with self._changed:  # its waiters (docker run) see it end
+                self._exits[c.id] = self._exits.get(c.id, 0) + 1
+                self._changed.notify_all()
+            if c.host_config.get("AutoRemove"):  # as dockerd: a --rm container that
+                threading.Thread(  # cannot start is removed
+                    target=self._auto_remove, args=(c.id,), daemon=True
+                ).start()
             raise
         st = c.state
         st.status, st.pid, st.exit_code, st.error, st.oom_killed = "running", pid, 0, "", False
@@ -285,6 +300,20 @@ class Lifecycle:
         if self.health is not None:
             self.health.start(c)
         self.notify()
+
+    def attach_network(self, c: Container, pid: int) -> None:
+        """The endpoints of created ``c`` (in its init's namespace), saved before the
+        runtime starts it; a failure deletes it in the runtime, so that the next start
+        gets a fresh namespace."""
+        if self.networks is None:
+            return
+        try:
+            self.networks.attach(c, pid)
+        except BaseException:
+            self.runtime_delete(c.id)
+            raise
+        if c.networks or c.ports:
+            self.save(c)  # a crash from here on: reconcile knows its addresses
 
     def runtime_delete(self, cid: str, *, gone: bool = False) -> None:
         """Delete ``cid`` in the runtime and its record in the monitor; ``gone``: the
@@ -416,6 +445,8 @@ class Lifecycle:
             st.oom_killed = bool(event.get("oom_killed"))
             st.finished_at = str(event.get("finished_at") or now_rfc3339())
             st.status, st.pid = "exited", 0
+            if self.networks is not None:
+                self.networks.release(c)
             if self.health is not None:
                 self.health.stop(cid)
             if st.oom_killed:
@@ -532,6 +563,8 @@ class Lifecycle:
             if self.health is not None:
                 self.health.stop(c.id)
             self.teardown(c.id)
+            if self.networks is not None:
+                self.networks.release(c)
             if was_running:
                 c.state.exit_code = 137
                 self.publish(c, "die", exitCode="137")
@@ -669,6 +702,8 @@ class Lifecycle:
 
     def close(self) -> None:
         self._closed = True
+        with self._monitor_lock:
+            pass  # a monitor being started meanwhile is up (and can be stopped) after this
         with self.map_lock:
             timers = list(self._timers.values())
             self._timers.clear()

@@ -30,6 +30,29 @@ def rfc3339(ns: int) -> str:
 
 
 @dataclass
+class NetworkConfig:
+    """The daemon's networking options (dockerd's names in comments)."""
+
+    bridge: str = "portside0"  # --bridge/-b: the default network's bridge; "none": no default
+    bridge_ip: str = ""  # --bip: the default bridge's gateway/prefix, e.g. 172.20.0.1/16
+    #: --default-address-pool: ({"base": "10.10.0.0/16", "size": 24}, ...); () = dockerd's
+    address_pools: tuple[dict[str, Any], ...] = ()
+    mtu: int = 1500  # --mtu: of the default bridge and its containers' interfaces
+    ip_forward: bool = True  # --ip-forward: turn on net.ipv4.ip_forward at start
+    #: Portside's nftables table ("" = "portside" for the default bridge, else one
+    #: named after the bridge, so that two daemons with their own bridges never share it)
+    nft_table: str = ""
+
+    @property
+    def table(self) -> str:
+        if self.nft_table:
+            return self.nft_table
+        if self.bridge == "portside0":
+            return "portside"
+        return "portside_" + "".join(c if c.isalnum() else "_" for c in self.bridge)
+
+
+@dataclass
 class EngineConfig:
     """Where the engine keeps its state, and its tunables."""
 
@@ -41,6 +64,8 @@ class EngineConfig:
     default_ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: mirrors, insecure registries, certs.d, download/upload limits (pull, push, login)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    #: the default bridge, address pools, MTU, ip_forward, the nftables table
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     @property
     def paths(self) -> Paths:
@@ -141,6 +166,12 @@ class Container:
     exec_ids: list[str] = field(default_factory=list)
     platform: str = "linux"
     driver: str = "overlay2"
+    #: Docker's NetworkSettings.Networks: EndpointSettings by network name (the
+    #: configured ones; the live fields while running); keys starting with "_" are
+    #: Portside's bookkeeping (the host veth, the interface name), not shown
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Docker's NetworkSettings.Ports while running: {"80/tcp": [{"HostIp", "HostPort"}]}
+    ports: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

@@ -34,6 +34,7 @@ from portside.oci.runtime_spec import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from portside.engine.model import Container, ExecConfig, MountSpec, Paths
@@ -334,7 +335,9 @@ def _check_sysctls(hc: dict[str, Any]) -> None:
             raise InvalidArgument(f"sysctl '{key}' is not allowed")
 
 
-def _check_modes(config: dict[str, Any], hc: dict[str, Any]) -> None:
+def _check_modes(
+    config: dict[str, Any], hc: dict[str, Any], known_network: Callable[[str], bool] | None
+) -> None:
     ipc = hc.get("IpcMode") or ""
     if ipc not in ("", "private", "shareable", "host", "none") and not _joins(ipc):
         raise InvalidArgument(f"invalid IPC mode: {ipc}")
@@ -348,7 +351,8 @@ def _check_modes(config: dict[str, Any], hc: dict[str, Any]) -> None:
     if userns not in ("", "host"):
         raise InvalidArgument(f"invalid userns mode {userns!r}: only 'host' is supported")
     net = hc.get("NetworkMode") or ""
-    if net not in ("", "default", "bridge", "none", "host") and not _joins(net):
+    builtin = net in ("", "default", "bridge", "none", "host") or _joins(net)
+    if not builtin and (known_network is None or not known_network(net)):
         raise NotFound(f"network {net} not found")
     if config.get("Hostname") and (net == "host" or _joins(net)):
         raise InvalidArgument("conflicting options: hostname and the network mode")
@@ -386,16 +390,25 @@ def _check_workdir(wd: str) -> None:
         )
 
 
-def validate_create(config: dict[str, Any], host_config: dict[str, Any]) -> list[str]:
-    """Docker's create-time checks; raises InvalidArgument (NotFound for an unknown network)
-    with Docker's messages, returns the warnings."""
+def validate_create(
+    config: dict[str, Any],
+    host_config: dict[str, Any],
+    known_network: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Docker's create-time checks; raises InvalidArgument (NotFound for a network mode
+    that is no builtin one and not ``known_network``) with Docker's messages, returns
+    the warnings."""
     warnings: list[str] = []
     hc = host_config or {}
     _check_workdir(config.get("WorkingDir") or "")
     _check_memory(hc, warnings)
     _check_cpu(hc)
     _check_restart(hc)
-    _check_modes(config, hc)
+    _check_modes(config, hc, known_network)
+    if (hc.get("NetworkMode") or "") == "host" and (
+        hc.get("PortBindings") or hc.get("PublishAllPorts")
+    ):
+        warnings.append("Published ports are discarded when using host network mode")
     _check_sysctls(hc)
     _check_ulimits(hc)
     parse_security_opts(hc.get("SecurityOpt"))

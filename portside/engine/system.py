@@ -306,7 +306,7 @@ def info(
         "DriverStatus": driver_status or [],
         "Plugins": {
             "Volume": ["local"],
-            "Network": ["host", "null"],
+            "Network": ["bridge", "host", "null"],
             "Authorization": None,
             "Log": ["json-file", "none"],
         },

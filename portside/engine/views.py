@@ -36,12 +36,14 @@ _FILTERS = {
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def host_config_defaults(host_config: dict[str, Any] | None) -> dict[str, Any]:
-    """HostConfig with the defaults Docker fills in (as inspect shows them)."""
+def host_config_defaults(
+    host_config: dict[str, Any] | None, default_network: str = "bridge"
+) -> dict[str, Any]:
+    """HostConfig with the defaults Docker fills in (as inspect shows them); the network
+    mode "" or "default" is ``default_network`` (the default bridge, or "none" without one)."""
     hc = dict(host_config or {})
-    hc.setdefault("NetworkMode", "none")
     if not hc.get("NetworkMode") or hc["NetworkMode"] == "default":
-        hc["NetworkMode"] = "none"
+        hc["NetworkMode"] = default_network
     if not hc.get("LogConfig") or not (hc["LogConfig"] or {}).get("Type"):
         hc["LogConfig"] = {
             "Type": "json-file",
@@ -80,43 +82,64 @@ def _command(c: Container) -> list[str]:
     return [*(c.config.get("Entrypoint") or []), *(c.config.get("Cmd") or [])]
 
 
+_EMPTY_ENDPOINT: dict[str, Any] = {
+    "IPAMConfig": None,
+    "Links": None,
+    "Aliases": None,
+    "MacAddress": "",
+    "DriverOpts": None,
+    "NetworkID": "",
+    "EndpointID": "",
+    "Gateway": "",
+    "IPAddress": "",
+    "IPPrefixLen": 0,
+    "IPv6Gateway": "",
+    "GlobalIPv6Address": "",
+    "GlobalIPv6PrefixLen": 0,
+    "DNSNames": None,
+}
+
+
+def _networks(c: Container) -> dict[str, Any]:
+    """NetworkSettings.Networks; a container recorded before networks were (no
+    endpoints) shows its mode's network, empty."""
+    from portside.engine.endpoints import public
+
+    if not c.networks:
+        mode = str(c.host_config.get("NetworkMode") or "")
+        if not mode or mode.startswith("container:"):
+            return {}
+        return {mode: dict(_EMPTY_ENDPOINT)}
+    return {name: public(c, ep) for name, ep in c.networks.items()}
+
+
 def _network_settings(c: Container) -> dict[str, Any]:
-    mode = str(c.host_config.get("NetworkMode") or "none")
-    endpoint = {
-        "IPAMConfig": None,
-        "Links": None,
-        "Aliases": None,
-        "MacAddress": "",
-        "DriverOpts": None,
-        "NetworkID": "",
-        "EndpointID": "",
-        "Gateway": "",
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "DNSNames": None,
-    }
+    """Docker's NetworkSettings: the endpoints by network, the published ports while
+    running, and the legacy top-level fields from the default ``bridge`` network's."""
+    running = c.state.status in ("running", "paused")
+    own_netns = running and not str(c.host_config.get("NetworkMode") or "").startswith(
+        ("container:", "host")
+    )
+    legacy = c.networks.get("bridge") or {}
     return {
         "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
+        "SandboxID": c.id if own_netns else "",
+        "SandboxKey": f"/proc/{c.state.pid}/ns/net" if own_netns and c.state.pid else "",
         "HairpinMode": False,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
-        "Ports": {},
+        "Ports": {k: (list(v) if v else None) for k, v in c.ports.items()} if running else {},
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
+        "EndpointID": legacy.get("EndpointID", ""),
+        "Gateway": legacy.get("Gateway", ""),
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
+        "IPAddress": legacy.get("IPAddress", ""),
+        "IPPrefixLen": legacy.get("IPPrefixLen", 0),
         "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": {mode: endpoint} if mode not in ("", "default") else {},
+        "MacAddress": legacy.get("MacAddress", ""),
+        "Networks": _networks(c),
     }
 
 
@@ -253,12 +276,12 @@ def summary(
         "ImageID": c.image_id,
         "Command": " ".join(_command(c)),
         "Created": int(_parse_time(c.created)),
-        "Ports": [],
+        "Ports": _summary_ports(c),
         "Labels": dict(c.config.get("Labels") or {}),
         "State": c.state.status,
         "Status": status_text(c),
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "none"},
-        "NetworkSettings": {"Networks": _network_settings(c)["Networks"]},
+        "NetworkSettings": {"Networks": _networks(c)},
         "Mounts": c.mounts,
     }
     if size:
@@ -266,6 +289,22 @@ def summary(
         out["SizeRw"] = rw
         out["SizeRootFs"] = rw + image_size(c.image_id)
     return out
+
+
+def _summary_ports(c: Container) -> list[dict[str, Any]]:
+    if c.state.status not in ("running", "paused") or not c.ports:
+        return []
+    from portside.engine.ports import summary_ports
+
+    return summary_ports(c.ports)
+
+
+def _on_network(c: Container, ref: str) -> bool:
+    """The ``network`` filter: a network name or (a prefix of) its ID."""
+    return any(
+        ref == name or (ref and str(ep.get("NetworkID") or "").startswith(ref))
+        for name, ep in c.networks.items()
+    ) or ref == (c.host_config.get("NetworkMode") or "")
 
 
 def _labels_match(labels: dict[str, str], wanted: Iterable[str]) -> bool:
@@ -304,7 +343,7 @@ def _match(c: Container, filters: dict[str, list[str]], ctx: dict[str, Any]) -> 
             ),
         ),
         ("health", lambda v: ((c.state.health or {}).get("Status") or "none") == v),
-        ("network", lambda v: v == (c.host_config.get("NetworkMode") or "none")),
+        ("network", lambda v: _on_network(c, v)),
     ]
     for key, test in checks:
         values = filters.get(key)
@@ -361,6 +400,19 @@ def prunable(containers: list[Container], filters: dict[str, list[str]]) -> list
             continue
         out.append(c)
     return out
+
+
+def prunable_labels_until(labels: dict[str, str], created: str, filters: dict) -> bool:
+    """Whether an object with ``labels``, created at ``created``, passes prune filters
+    (label, label!, until)."""
+    from portside.engine.lifecycle import _parse_time
+
+    if filters.get("label") and not _labels_match(labels, filters["label"]):
+        return False
+    if filters.get("label!") and _labels_match(labels, filters["label!"]):
+        return False
+    until = filters.get("until")
+    return not (until and _parse_time(created) >= _until(until[0]))
 
 
 def _until(value: str) -> float:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TABLE",
     "BridgeNetwork",
+    "DnsRedirect",
     "Nftables",
     "NftablesError",
     "NftablesUnavailable",
@@ -59,6 +60,7 @@ __all__ = [
     "build",
     "delete_table",
     "enable_ip_forward",
+    "forward_policy_drop",
     "list_table",
     "require",
     "route_localnet",
@@ -106,11 +108,31 @@ class BridgeNetwork:
     subnet: IPv4Network
     internal: bool = False
     masquerade: bool = True
+    #: ``route_localnet`` is on for the bridge (ports published on 127.0.0.1): drop
+    #: what comes in from it addressed to 127.0.0.0/8 (a container must not reach the
+    #: host's loopback services through it; chain ``guard``, before conntrack)
+    guard_localnet: bool = False
 
     def __post_init__(self) -> None:
         _check_ifname(self.bridge)
         if not isinstance(self.subnet, IPv4Network):
             raise InvalidArgument(f"bridge {self.bridge}: subnet {self.subnet!r} is not IPv4")
+
+
+@dataclass(frozen=True)
+class DnsRedirect:
+    """DNS (udp and tcp port 53) from ``bridge`` to ``address`` DNAT'd to
+    ``address:port``, where the embedded DNS server of that network listens."""
+
+    bridge: str
+    address: IPv4Address
+    port: int
+
+    def __post_init__(self) -> None:
+        _check_ifname(self.bridge)
+        _check_port("dns port", self.port)
+        if not isinstance(self.address, IPv4Address):
+            raise InvalidArgument(f"dns address {self.address!r} is not IPv4")
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,7 @@ class Ruleset:
     networks: tuple[BridgeNetwork, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
     table: str = DEFAULT_TABLE
+    dns: tuple[DnsRedirect, ...] = ()
 
     def __post_init__(self) -> None:
         t = self.table
@@ -159,6 +182,7 @@ class Ruleset:
             raise InvalidArgument(f"invalid nftables table name {t!r}")
         object.__setattr__(self, "networks", tuple(self.networks))
         object.__setattr__(self, "ports", tuple(self.ports))
+        object.__setattr__(self, "dns", tuple(self.dns))
 
 
 def _check_ruleset(rs: Ruleset) -> dict[PublishedPort, BridgeNetwork]:
@@ -226,6 +250,7 @@ _CHAINS: tuple[tuple[str, str | None, str | None, int], ...] = (
     ("postrouting", "nat", "postrouting", 100),
     ("forward", "filter", "forward", 0),
 )
+_GUARD_CHAIN = ("guard", "filter", "prerouting", -300)  # raw: before conntrack and NAT
 
 
 def _port_rules(owner: dict[PublishedPort, BridgeNetwork]) -> list[list[dict[str, Any]]]:
@@ -287,12 +312,37 @@ def _forward_rules(
     return rules
 
 
+def _dns_rules(redirects: Sequence[DnsRedirect]) -> list[list[dict[str, Any]]]:
+    rules = []
+    for r in redirects:
+        for proto in ("udp", "tcp"):
+            rules.append(
+                [
+                    _match(_meta("iifname"), r.bridge),
+                    _match(_field("ip", "daddr"), str(r.address)),
+                    _match(_field(proto, "dport"), 53),
+                    {"dnat": {"addr": str(r.address), "port": r.port}},
+                ]
+            )
+    return rules
+
+
+def _guard_rules(networks: Sequence[BridgeNetwork]) -> list[list[dict[str, Any]]]:
+    guarded = [n.bridge for n in networks if n.guard_localnet]
+    if not guarded:
+        return []
+    local = _match(_field("ip", "daddr"), _prefix(_LOOPBACK))
+    return [[_match(_meta("iifname"), _names(guarded)), local, _DROP]]
+
+
 def build(ruleset: Ruleset) -> dict[str, Any]:
     """The JSON batch that replaces the table with ``ruleset``'s, in one transaction.
 
     ``add table`` (a no-op when it exists) lets ``delete table`` succeed on a first apply.
+    The ``guard`` chain exists only when a network asks for it (``guard_localnet``).
     """
     owner = _check_ruleset(ruleset)
+    guard = _guard_rules(ruleset.networks)
     table = {"family": _FAMILY, "name": ruleset.table}
     batch: list[dict[str, Any]] = [
         {"metainfo": {"json_schema_version": 1}},
@@ -300,13 +350,15 @@ def build(ruleset: Ruleset) -> dict[str, Any]:
         {"delete": {"table": table}},
         {"add": {"table": table}},
     ]
-    for name, ctype, hook, prio in _CHAINS:
+    chains = (*_CHAINS, _GUARD_CHAIN) if guard else _CHAINS
+    for name, ctype, hook, prio in chains:
         chain: dict[str, Any] = {"family": _FAMILY, "table": ruleset.table, "name": name}
         if ctype is not None:
             chain.update(type=ctype, hook=hook, prio=prio, policy="accept")
         batch.append({"add": {"chain": chain}})
     by_chain = {
-        "prerouting": [[_LOCAL_DST, {"jump": {"target": "ports"}}]],
+        "guard": guard,
+        "prerouting": [*_dns_rules(ruleset.dns), [_LOCAL_DST, {"jump": {"target": "ports"}}]],
         "output": [[_LOCAL_DST, {"jump": {"target": "ports"}}]],
         "ports": _port_rules(owner),
         "postrouting": _postrouting_rules(ruleset.networks),
@@ -449,6 +501,22 @@ def list_table(table: str = DEFAULT_TABLE, nft: Nftables | None = None) -> list[
         raise
     items = json.loads(doc)["nftables"]
     return [item for item in items if "metainfo" not in item]
+
+
+def forward_policy_drop(nft: Nftables | None = None) -> bool:
+    """Whether the iptables(-nft) ``filter`` table's ``FORWARD`` chain drops by default
+    (dockerd sets that policy): an accept in Portside's table does not override it, so
+    containers' forwarded traffic is dropped. Legacy iptables cannot be seen from here."""
+    ctx = nft if nft is not None else shared_context()
+    try:
+        doc = ctx.run("list chain ip filter FORWARD", "list chain ip filter FORWARD")
+    except (NftablesError, PermissionDenied):
+        return False
+    for item in json.loads(doc or "{}").get("nftables", []):
+        chain = item.get("chain")
+        if chain and chain.get("hook") == "forward":
+            return str(chain.get("policy")) == "drop"
+    return False
 
 
 def available() -> bool:

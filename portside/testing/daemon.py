@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from portside.testing.baseimage import write_busybox_archive
+from portside.testing.network import remove_networks, unique_bridge
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -47,6 +48,8 @@ class Daemon:
         self.socket = os.path.join(self.dir, "d.sock")
         self.host = f"unix://{self.socket}"
         self.cgroup_parent = f"/portside-test-{uuid.uuid4().hex[:8]}"
+        self.bridge = unique_bridge()  # never the host's portside0; its own nftables table
+        self.nft_table = "portside_" + self.bridge
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -60,6 +63,8 @@ class Daemon:
             "-H", self.host,
             "--pidfile", os.path.join(self.dir, "daemon.pid"),
             "--cgroup-parent", self.cgroup_parent,
+            "--bridge", self.bridge,
+            "--ip-forward=false",
             *self.extra_args,
         ]  # fmt: skip
 
@@ -156,14 +161,15 @@ class Daemon:
     # --- cleanup -------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        """Stop the daemon, the monitor and every container; unmount; remove cgroups
-        and the directory."""
+        """Stop the daemon, the monitor and every container; unmount; remove cgroups,
+        bridges, the nftables table and the directory."""
         self.stop(signal.SIGKILL if self.proc is not None else signal.SIGTERM)
         runtime_root = os.path.join(self.exec_root, "runtime")
         stop_monitors(self.exec_root)
         _kill_runtime_containers(runtime_root)
         _unmount_under(self.dir)
         _remove_cgroups(self.cgroup_parent)
+        remove_networks(self.data_root, self.bridge, self.nft_table)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

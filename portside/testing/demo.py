@@ -4,7 +4,7 @@ Debian's busybox-static, and run a container from it with the ``portside`` CLI.
 The daemon gets its own temporary data root, exec root and socket, so the demo
 neither needs nor disturbs a daemon already running on this host; everything it
 started is removed at the end. The container prints its hostname (its short ID),
-that it is PID 1, and its network interfaces (only ``lo``).
+that it is PID 1, and its network interfaces (``eth0`` on the default bridge, ``lo``).
 """
 
 from __future__ import annotations

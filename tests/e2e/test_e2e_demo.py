@@ -16,7 +16,7 @@ def test_demo_runs_a_container_through_the_daemon() -> None:
     lines = proc.stdout.splitlines()
     assert "Loaded image: busybox:latest" in lines
     assert "pid: 1" in lines
-    assert "interfaces: lo " in lines
+    assert "interfaces: eth0 lo " in lines  # the default bridge network
     hostname = next(line.split(": ", 1)[1] for line in lines if line.startswith("hostname: "))
     assert len(hostname) == 12
     int(hostname, 16)  # the short container ID

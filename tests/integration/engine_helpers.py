@@ -15,20 +15,23 @@ from typing import Any
 
 from mount_helpers import mounts_under
 
-from portside.engine.model import EngineConfig
+from portside.engine.model import EngineConfig, NetworkConfig
 from portside.image.snapshots import unmount_all
+from portside.testing.network import remove_networks, unique_bridge
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def make_config() -> EngineConfig:
-    """Fresh data and exec roots and a unique cgroup parent."""
+    """Fresh data and exec roots, a unique cgroup parent and default bridge (and so
+    nftables table); ip_forward left as it is."""
     base = tempfile.mkdtemp(prefix="ps-eng-")
     tag = os.urandom(4).hex()
     return EngineConfig(
         data_root=os.path.join(base, "data"),
         exec_root=os.path.join(base, "run"),
         cgroup_parent=f"/portside-test-{tag}",
+        network=NetworkConfig(bridge=unique_bridge(), ip_forward=False),
     )
 
 
@@ -108,6 +111,7 @@ def cleanup(config: EngineConfig) -> None:
         with contextlib.suppress(Exception):
             unmount_all(point, detach=True)
     _kill_cgroups(config.cgroup_parent)
+    remove_networks(config.data_root, config.network.bridge, config.network.table)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ CLI, refuses a second daemon on its socket, cleans up on SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from portside.testing.daemon import stop_monitors
+from portside.testing.network import remove_networks
 
 pytestmark = pytest.mark.root
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -48,7 +50,14 @@ def _argv(d: str, sock: str, pidfile: str) -> list[str]:
         f"unix://{sock}",
         "--pidfile",
         pidfile,
+        "--bridge",  # a bridge (and nftables table) of its own, never the host's portside0
+        _bridge(d),
+        "--ip-forward=false",
     ]
+
+
+def _bridge(d: str) -> str:
+    return "pst" + hashlib.sha256(d.encode()).hexdigest()[:8]
 
 
 def _get(sock_path: str, path: str) -> tuple[int, bytes]:
@@ -86,6 +95,7 @@ def daemon() -> Iterator[Proc]:
             proc.kill()
             proc.wait()
         stop_monitors(f"{d}/run")
+        remove_networks(f"{d}/data", _bridge(d), "portside_" + _bridge(d))
         shutil.rmtree(d, ignore_errors=True)
 
 

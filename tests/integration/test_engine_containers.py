@@ -352,8 +352,10 @@ def test_logs_replay_prune_and_log_driver_none(engine: Engine) -> None:
 _CHURN = """
 import sys
 from portside.engine.engine import Engine
-from portside.engine.model import EngineConfig
-eng = Engine(EngineConfig(data_root=sys.argv[1], exec_root=sys.argv[2], cgroup_parent=sys.argv[3]))
+from portside.engine.model import EngineConfig, NetworkConfig
+net = NetworkConfig(bridge=sys.argv[4], ip_forward=False)
+eng = Engine(EngineConfig(data_root=sys.argv[1], exec_root=sys.argv[2], cgroup_parent=sys.argv[3],
+                          network=net))
 print("ready", flush=True)
 while True:
     cid = eng.container_create(None, {"Image": "busybox", "Cmd": ["sleep", "1000"]}, {})["Id"]
@@ -372,7 +374,8 @@ def test_engine_killed_mid_work(roots: EngineConfig) -> None:
 
     from engine_helpers import _cgroup_dirs
 
-    argv = [sys.executable, "-c", _CHURN, roots.data_root, roots.exec_root, roots.cgroup_parent]
+    argv = [sys.executable, "-c", _CHURN, roots.data_root, roots.exec_root, roots.cgroup_parent,
+            roots.network.bridge]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for delay in (0.05, 0.17, 0.31):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)

@@ -696,6 +696,9 @@ class FakeEngine:
         except KeyError:
             raise NotFound(f"get {name}: no such volume") from None
 
+    def network_inspect(self, ref: str, *, verbose: bool = False, scope: str = "") -> dict:
+        raise NotFound(f"network {ref} not found")  # no networks (docker inspect asks)
+
     def volume_remove(self, name: str, *, force: bool = False) -> None:
         self.volume_inspect(name)
         del self.volumes[name]

@@ -121,6 +121,7 @@ def test_inspect_and_summary_shapes() -> None:
 
 def test_host_config_defaults() -> None:
     hc = views.host_config_defaults({"NetworkMode": "default", "Memory": 8 << 20})
-    assert hc["NetworkMode"] == "none" and hc["Memory"] == 8 << 20
+    assert hc["NetworkMode"] == "bridge" and hc["Memory"] == 8 << 20
+    assert views.host_config_defaults({}, "none")["NetworkMode"] == "none"
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {}}
     assert hc["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
