@@ -6,9 +6,13 @@ set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # docker-registry (distribution 2.8): the registry the pull/push tests and benchmarks start
-# on their own ports (portside.testing.registry); the service its package enables is not used
+# on their own ports (portside.testing.registry); the service its package enables is not used.
+# postgresql: the registry server's tests start a throwaway cluster of their own
+# (portside.testing.registryserver) to run two instances on one metadata store;
+# chromium + chromium-driver: the registry web UI's browser test (headless, via selenium)
 base="python3 python3-venv python3-pip busybox-static libseccomp2 uidmap iproute2 procps
-  nftables ca-certificates tini tmux debootstrap docker-registry"
+  nftables ca-certificates tini tmux debootstrap docker-registry postgresql
+  chromium chromium-driver"
 # the peer engines come with their recommended packages (network and init helpers)
 peers="podman containerd runc crun conmon skopeo"
 

@@ -407,6 +407,7 @@ def main_usage() -> str:
         ("volume", "Manage volumes"),
         ("daemon", "Run the Portside daemon"),
         ("tls", "Make TLS certificates"),
+        ("registry", "Run and manage a registry server"),
     ):
         lines.append(f"  {name.ljust(10)} {text}")
     lines += ["", "Global Options:"]
@@ -486,6 +487,10 @@ def run_cli(args: list[str]) -> int:
         from portside.tls import main as tls_main
 
         return tls_main(glob.args[1:]) or 0
+    if first == "registry":
+        from portside.registry.cli import main as registry_main
+
+        return registry_main(glob.args[1:]) or 0
     if first == "help":
         glob.args = [*glob.args[1:], "--help"] if len(glob.args) > 1 else []
         if not glob.args:
