@@ -2,9 +2,11 @@
 2.8) started here, plain and with htpasswd + TLS from a test CA, and skopeo on the
 other side of every exchange. Digests are compared, not just exit codes.
 
-One registry of each kind and one daemon serve the whole module. The TLS registry
-listens on a non-loopback address of this machine: a loopback registry is insecure
-by definition (its certificate is never checked), as in dockerd.
+One registry of each kind and one daemon serve the whole module. The plain registry is
+Debian's ``docker-registry`` and, in a second round, Portside's own (``portside registry
+serve --auth none``): the same tests against both. The TLS registry listens on a
+non-loopback address of this machine: a loopback registry is insecure by definition
+(its certificate is never checked), as in dockerd.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from portside.testing.registry import (
     registry_unavailable,
     sha256_digest,
 )
+from portside.testing.registryserver import RegistryServer
 
 pytestmark = [
     pytest.mark.root,
@@ -68,11 +71,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("registry")
 
 
-@pytest.fixture(scope="module")
-def registry(work: Path) -> Iterator[DockerRegistry]:
-    """A plain-HTTP registry on 127.0.0.1."""
-    with DockerRegistry(str(work)) as reg:
-        yield reg
+@pytest.fixture(scope="module", params=["docker-registry", "portside-registry"])
+def registry(request: pytest.FixtureRequest, work: Path) -> Iterator[DockerRegistry]:
+    """A plain-HTTP registry on 127.0.0.1: distribution's, then Portside's own."""
+    if request.param == "docker-registry":
+        with DockerRegistry(str(work)) as reg:
+            yield reg
+    else:
+        with RegistryServer(str(work), auth="none") as own:
+            yield own  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
