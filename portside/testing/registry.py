@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -54,7 +55,6 @@ __all__ = [
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 INSTALL_HINT = "apt-get install docker-registry (Debian's distribution 2.8)"
-_LISTENING = re.compile(r'msg="listening on ([^\s",]+)')
 
 
 def registry_unavailable(binary: str = REGISTRY_BINARY) -> str | None:
@@ -126,9 +126,118 @@ def _htpasswd(users: dict[str, str]) -> str:
     return "".join(lines)
 
 
-class DockerRegistry:
+class RegistryProcess:
+    """What the launchers of a registry process for tests share (:class:`DockerRegistry`,
+    ``portside.testing.registryserver.RegistryServer``): its log, waiting until it
+    listens and answers, and raw HTTP requests to it. A subclass sets ``host``,
+    ``tls``, ``proc``, ``log_path`` and the ``LISTENING`` pattern of its log line."""
+
+    NAME = "registry"
+    #: the log line naming the address it listens on (group 1: ADDR:PORT)
+    LISTENING = re.compile(r"listening on (\S+:\d+)")
+    host: str
+    tls: TestCA | None
+    proc: subprocess.Popen[bytes] | None
+    log_path: str
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def log(self, offset: int = 0) -> str:
+        """The end of its log from ``offset`` ("" when there is none)."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                f.seek(offset)
+                return f.read()[-8000:]
+        except OSError:
+            return ""
+
+    def _wait_listening(self, timeout: float, offset: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.LISTENING.search(self.log(offset))
+            if found:
+                return found.group(1)
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.NAME} exited {self.proc.returncode}: {self.log()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.NAME} did not listen within {timeout}s: {self.log()}")
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, _, _ = self.request("GET", "/v2/")
+            except OSError:
+                status = 0
+            if status in (200, 401):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.url}/v2/ answered {status}: {self.log()}")
+            time.sleep(0.02)
+
+    def _end(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Stop the process (``sig``, then SIGKILL after ``timeout``); its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request (the test CA trusted, ``auth`` as Basic, ``token`` as
+        Bearer): ``(status, headers with lowercase names, body)``. For fixtures and
+        checks, not a client."""
+        import base64
+
+        hdrs = dict(headers or {})
+        if auth is not None:
+            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            hdrs["Authorization"] = f"Basic {basic}"
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        conn: http.client.HTTPConnection
+        if self.tls is not None:
+            ctx = self.tls.context()
+            conn = http.client.HTTPSConnection(self.host, timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self.host, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+class DockerRegistry(RegistryProcess):
     """``docker-registry serve`` on ``address`` (127.0.0.1) and a free port, as a
     context manager; ``host`` is "ADDR:PORT", ``url`` its base URL."""
+
+    NAME = "docker-registry"
+    LISTENING = re.compile(r'msg="listening on ([^\s",]+)')
 
     def __init__(
         self,
@@ -147,14 +256,6 @@ class DockerRegistry:
         self.dir = ""
         self.host = ""
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls is not None else "http"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     @property
     def storage(self) -> str:
@@ -218,77 +319,9 @@ class DockerRegistry:
         self.host = self._wait_listening(timeout)
         self._wait_ready(timeout)
 
-    def _wait_listening(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = _LISTENING.search(self.log())
-            if found:
-                return found.group(1)
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"docker-registry did not listen within {timeout}s: {self.log()}")
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status, _, _ = self.request("GET", "/v2/")
-            except OSError:
-                status = 0
-            if status in (200, 401):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.url}/v2/ answered {status}: {self.log()}")
-            time.sleep(0.02)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request to the registry (the CA trusted, ``auth`` as Basic):
-        ``(status, headers, body)``. For fixtures and checks, not a client."""
-        import base64
-
-        hdrs = dict(headers or {})
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            hdrs["Authorization"] = f"Basic {token}"
-        conn: http.client.HTTPConnection
-        if self.tls is not None:
-            conn = http.client.HTTPSConnection(self.host, timeout=10, context=self.tls.context())
-        else:
-            conn = http.client.HTTPConnection(self.host, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
         """Stop the process and remove its directory (storage included)."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+        self._end(timeout=10)
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

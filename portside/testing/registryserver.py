@@ -28,8 +28,6 @@ several registry instances sharing one metadata store::
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import os
 import re
@@ -38,7 +36,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+from portside.testing.registry import RegistryProcess
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresServer", "RegistryServer", "peak_rss_kib", "postgres_unavailable"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -65,11 +63,13 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-class RegistryServer:
+class RegistryServer(RegistryProcess):
     """One ``portside registry serve`` process; ``host`` is "127.0.0.1:PORT", ``url``
     its base URL, ``root`` its data directory (created under ``root_dir`` unless
     given), ``db_url`` its metadata store ("" = SQLite under the root). ``config``
     is written as the ``--config`` JSON file; ``extra_args`` are added to serve's."""
+
+    NAME = "portside registry"
 
     def __init__(
         self,
@@ -101,14 +101,6 @@ class RegistryServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     # --- the process ------------------------------------------------------------------
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls is not None else "http"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     @property
     def pid(self) -> int:
@@ -159,44 +151,9 @@ class RegistryServer:
         self.port = int(self.host.rpartition(":")[2])
         self._wait_ready(timeout)
 
-    def _wait_listening(self, timeout: float, offset: int) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = _LISTENING.search(self.log(offset))
-            if found:
-                return found.group(1)
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"registry did not listen within {timeout}s: {self.log()}")
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status, _, _ = self.request("GET", "/v2/")
-            except OSError:
-                status = 0
-            if status in (200, 401):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.url}/v2/ answered {status}: {self.log()}")
-            time.sleep(0.02)
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Stop the process (``sig``, then SIGKILL after ``timeout``); its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        return code
+        return self._end(sig, timeout)
 
     def restart(self, timeout: float = 20.0) -> None:
         """Stop and start again on the same root, database and port."""
@@ -207,14 +164,6 @@ class RegistryServer:
         """Stop the process and remove its directory (the root too, unless it was given)."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self, offset: int = 0) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                f.seek(offset)
-                return f.read()[-8000:]
-        except OSError:
-            return ""
 
     def peak_rss_kib(self) -> int:
         """The server's peak resident set so far (KiB)."""
@@ -254,40 +203,6 @@ class RegistryServer:
             *(["--admin"] if admin else []),
             input=password + "\n",
         )
-
-    # --- HTTP -------------------------------------------------------------------------
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        token: str | None = None,
-        timeout: float = 30,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request (``auth`` as Basic, ``token`` as Bearer): ``(status, headers
-        with lowercase names, body)``. For fixtures and checks, not a client."""
-        hdrs = dict(headers or {})
-        if auth is not None:
-            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            hdrs["Authorization"] = f"Basic {basic}"
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        conn: http.client.HTTPConnection
-        if self.tls is not None:
-            ctx = self.tls.context()
-            conn = http.client.HTTPSConnection(self.host, timeout=timeout, context=ctx)
-        else:
-            conn = http.client.HTTPConnection(self.host, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
 
     def token(
         self,
