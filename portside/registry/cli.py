@@ -272,7 +272,13 @@ def build_hooks(
             hooks = webhooks.Webhooks(db)
             outbox = webhooks.OutboxSink(hooks)
             sink = outbox
-            workers += [outbox, webhooks.Deliverer(hooks)]
+            deliverer = webhooks.Deliverer(
+                hooks,
+                max_attempts=config.webhook_attempts,
+                backoff_base=config.webhook_backoff,
+                timeout=config.webhook_timeout,
+            )
+            workers += [outbox, deliverer]
     try:
         from portside.registry import triggers
     except ImportError:

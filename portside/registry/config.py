@@ -54,6 +54,12 @@ class RegistryConfig:
     upload_ttl: int = 86400
     #: deliver webhooks (when the webhooks module is present)
     webhooks: bool = True
+    #: attempts per webhook delivery before it is marked failed
+    webhook_attempts: int = 12
+    #: seconds before the first retry of a webhook delivery (doubling, up to 10 minutes)
+    webhook_backoff: int = 1
+    #: seconds a webhook receiver has to answer one attempt
+    webhook_timeout: int = 10
     #: "debug", "info", "warning", "error"
     log_level: str = "info"
     #: log every request (aiohttp's access log)
@@ -153,8 +159,9 @@ def _validate(config: RegistryConfig) -> RegistryConfig:
     for key in ("token_ttl", "max_page", "gc_grace", "upload_ttl"):
         if getattr(config, key) < (60 if key == "token_ttl" else 0):
             raise InvalidArgument(f"setting {key} is out of range: {getattr(config, key)}")
-    if config.max_page < 1:
-        raise InvalidArgument("setting max_page must be at least 1")
+    for key in ("max_page", "webhook_attempts", "webhook_backoff", "webhook_timeout"):
+        if getattr(config, key) < 1:
+            raise InvalidArgument(f"setting {key} must be at least 1: {getattr(config, key)}")
     if config.external_url and not config.external_url.startswith(("http://", "https://")):
         raise InvalidArgument(f"invalid external_url {config.external_url!r}: want http(s)://…")
     if config.log_level not in ("debug", "info", "warning", "error"):

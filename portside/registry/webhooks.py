@@ -10,7 +10,9 @@ Delivery is at least once, in order per hook, and a dead endpoint never delays a
 hook: only the oldest pending row of each hook may be claimed, and a claim is an
 ``UPDATE … WHERE state = 'pending' AND lease is free`` whose row count says who won, so
 several registry processes sharing PostgreSQL never send the same row at once. A row
-claimed by a process that died is retried once its lease expires. Failed attempts
+claimed by a process that died is retried once its lease expires — or at once when a
+deliverer starts where that process ran (same host, same pid namespace) and finds it
+gone, so a registry killed mid-attempt sends again as soon as it is back. Failed attempts
 back off exponentially (1 s, 2 s, 4 s… capped at 10 minutes) up to ``max_attempts``,
 after which the row is ``failed``. Every attempt is logged in ``hook_deliveries``;
 settled rows are forgotten after 30 days.
@@ -63,7 +65,9 @@ __all__ = [
     "Webhooks",
     "backoff",
     "namespace_of",
+    "pid_alive",
     "post_http",
+    "process_place",
     "sign",
 ]
 
@@ -547,6 +551,31 @@ class Webhooks:
                     )
         return None
 
+    def release_dead(
+        self, place: str, alive: Callable[[int], bool], *, now: float | None = None
+    ) -> int:
+        """Free the leases held by processes of ``place`` (see :func:`process_place`)
+        that ``alive`` says are gone; how many were freed."""
+        now = time.time() if now is None else now
+        o = outbox_table.c
+        held = sa.select(o.id, o.lease_owner).where(
+            o.state == PENDING, o.lease_owner.is_not(None), o.lease_until >= now
+        )
+        freed = 0
+        with self.db.begin() as conn:
+            for row_id, owner in conn.execute(held).all():
+                pid = _owner_pid(owner, place)
+                if pid is None or alive(pid):
+                    continue
+                freed += conn.execute(
+                    sa.update(outbox_table)
+                    .where(o.id == row_id, o.lease_owner == owner, o.state == PENDING)
+                    .values(lease_owner=None, lease_until=None)
+                ).rowcount
+        if freed:
+            self._notify()
+        return freed
+
     def next_due(self) -> float | None:
         """When the next claimable row becomes due (its retry time or the end of its
         lease), or None when nothing is pending."""
@@ -715,6 +744,35 @@ class OutboxSink:
         self._writer.shutdown(wait=True)
 
 
+def process_place() -> str:
+    """Where this process's pid means something: the host name and the pid
+    namespace. Lease owners start with it, so a deliverer judges only leases of
+    processes it can see."""
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    return f"{socket.gethostname()[:20]}/{pidns}"
+
+
+def _owner_pid(owner: str, place: str) -> int | None:
+    """The pid in a lease owner ``PLACE:PID:…`` when it is of ``place``."""
+    head, sep, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return int(pid) if sep and head == place and pid.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def post_http(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     """POST ``body`` to ``url`` (http or https, certificates verified, redirects not
     followed); the status code. ``timeout`` bounds each network operation."""
@@ -776,7 +834,8 @@ class Deliverer:
         self.keep = keep
         self._pruned = 0.0
         self._prune_lock = threading.Lock()
-        self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.place = process_place()
+        self.owner = f"{self.place}:{os.getpid()}:{secrets.token_hex(4)}"
         self._send = send
         self._clock = clock
         self._stop = threading.Event()
@@ -787,8 +846,16 @@ class Deliverer:
             self.start()
 
     def start(self) -> Deliverer:
+        """Free the leases of dead processes that ran here, then start the threads."""
         if self._threads:
             return self
+        try:
+            freed = self.webhooks.release_dead(self.place, pid_alive, now=self._clock())
+        except Exception:
+            log.exception("cannot read the webhook outbox")
+        else:
+            if freed:
+                log.info("retrying %d webhook deliveries a dead process had claimed", freed)
         for n in range(self.concurrency):
             thread = threading.Thread(target=self._run, name=f"portside-webhooks-{n}", daemon=True)
             thread.start()

@@ -24,10 +24,12 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 class Receiver:
     """An HTTP receiver: answers each POST with the next status of ``plan`` (the last
-    one forever after) and records (time, path, headers, body)."""
+    one forever after) and records (time, path, headers, body). With ``hold``, the
+    first POST is answered only once that event is set."""
 
-    def __init__(self, plan: list[int] | None = None) -> None:
+    def __init__(self, plan: list[int] | None = None, hold: threading.Event | None = None) -> None:
         self.plan = list(plan or [200])
+        self.hold = hold
         self.seen: list[tuple[float, str, dict[str, str], bytes]] = []
         self.cond = threading.Condition()
         receiver = self
@@ -39,6 +41,9 @@ class Receiver:
                     status = receiver.plan.pop(0) if len(receiver.plan) > 1 else receiver.plan[0]
                     receiver.seen.append((time.monotonic(), self.path, dict(self.headers), body))
                     receiver.cond.notify_all()
+                    first = len(receiver.seen) == 1
+                if first and receiver.hold is not None:
+                    receiver.hold.wait(30)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -200,7 +205,8 @@ def test_a_failing_receiver_gets_it_on_the_third_attempt(
 def test_a_crash_mid_retry_still_delivers(tmp_path: Any, receivers: list[Receiver]) -> None:
     receiver = Receiver([500, 200])
     receivers.append(receiver)
-    with RegistryServer(str(tmp_path), auth="none") as reg:
+    # the retry is due 3 s after the first attempt: the kill lands before it
+    with RegistryServer(str(tmp_path), auth="none", config={"webhook_backoff": 3}) as reg:
         hook = api(
             reg,
             "POST",
@@ -217,6 +223,33 @@ def test_a_crash_mid_retry_still_delivers(tmp_path: Any, receivers: list[Receive
         reg.stop(signal.SIGKILL)  # nothing of the retry survives but the database
         reg.start()
         seen = receiver.wait(2)
+        assert seen[0][2]["X-Portside-Delivery"] == seen[1][2]["X-Portside-Delivery"]
+        deadline = time.monotonic() + 10
+        while (log := deliveries(reg, hook["id"]))[0]["state"] != "delivered":
+            assert time.monotonic() < deadline, log
+            time.sleep(0.05)
+        assert (log[0]["attempts"], log[0]["status_code"]) == (2, 200)
+
+
+def test_a_crash_mid_attempt_sends_again_at_restart(
+    tmp_path: Any, receivers: list[Receiver]
+) -> None:
+    answer = threading.Event()
+    receiver = Receiver(hold=answer)
+    receivers.append(receiver)
+    with RegistryServer(str(tmp_path), auth="none") as reg:
+        hook = api(
+            reg,
+            "POST",
+            "/api/v1/webhooks",
+            {"namespace": "alice", "url": receiver.url, "events": ["push"]},
+        )
+        push(reg, "alice/app", "1")
+        receiver.wait(1)  # the first attempt is in flight, unanswered
+        reg.stop(signal.SIGKILL)  # dies holding the row's lease (60 s)
+        answer.set()
+        reg.start()
+        seen = receiver.wait(2, timeout=10)  # the dead process's lease is freed at start
         assert seen[0][2]["X-Portside-Delivery"] == seen[1][2]["X-Portside-Delivery"]
         deadline = time.monotonic() + 10
         while (log := deliveries(reg, hook["id"]))[0]["state"] != "delivered":

@@ -860,6 +860,8 @@ def test_config_layers_and_checks(tmp_path: Any) -> None:
         {"token_ttl": "600"},
         {"webhooks": 1},
         {"max_page": True},
+        {"webhook_backoff": 0},
+        {"webhook_attempts": -1},
         {"max_manifest_size": 1000},
         {"auth": "basic"},
         {"addr": "localhost"},

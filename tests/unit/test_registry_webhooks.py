@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,7 +39,9 @@ from portside.registry.webhooks import (
     backoff,
     check_url,
     namespace_of,
+    pid_alive,
     post_http,
+    process_place,
     sign,
 )
 
@@ -456,6 +460,51 @@ def test_a_new_deliverer_finishes_what_the_old_left(db: Database, tmp_path: Any)
         assert [d.attempts for d in restarted.deliveries(hook.id)] == [1, 3]
     finally:
         again.close()
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leases_of_dead_processes_here_are_freed(hooks: Webhooks, dead_pid: int) -> None:
+    hooks.create("http://h/a", namespace="alice")
+    hooks.create("http://h/b", namespace="alice")
+    hooks.create("http://h/c", namespace="alice")
+    hooks.enqueue(push_event())  # one row per hook
+    t = time.time() + 1
+    place = process_place()
+    dead = hooks.claim(f"{place}:{dead_pid}:x", now=t, lease=60)
+    living = hooks.claim(f"{place}:{os.getpid()}:x", now=t, lease=60)
+    far = hooks.claim(f"otherhost/1:{dead_pid}:x", now=t, lease=60)  # not ours to judge
+    assert dead is not None and living is not None and far is not None
+    assert not pid_alive(dead_pid) and pid_alive(os.getpid())
+    assert hooks.release_dead(place, pid_alive, now=t + 1) == 1
+    again = hooks.claim("new", now=t + 1, lease=60)
+    assert again is not None and (again.outbox_id, again.attempt) == (dead.outbox_id, 2)
+    assert hooks.claim("new", now=t + 1, lease=60) is None  # the others still hold theirs
+    assert hooks.release_dead(place, pid_alive, now=t + 2) == 0
+
+
+def test_a_starting_deliverer_retries_what_a_dead_process_held(
+    hooks: Webhooks, dead_pid: int
+) -> None:
+    hooks.create("http://h/a", namespace="alice")
+    hooks.enqueue(push_event())
+    clock = Clock()
+    assert hooks.claim(f"{process_place()}:{dead_pid}:x", now=clock.now, lease=600) is not None
+    receiver = Receiver()
+    worker = deliverer(hooks, receiver, clock, concurrency=1, poll=0.05)
+    assert not worker.run_once()  # before start: still leased
+    worker._clock = time.time  # the threads see real time
+    with worker.start():
+        deadline = time.monotonic() + 10
+        while not receiver.calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
 
 
 # -- redelivery, retention, the sink --------------------------------------------------
