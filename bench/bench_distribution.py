@@ -19,7 +19,9 @@ For each image, in one run (ours and the peers alternately, see bench/README.md)
 
 Besides the harness's median/p10/p90 and ratios, each line carries ``mb_per_s``
 (compressed bytes moved / median) and ``per_blob_ms`` (median / blobs) per tool.
-Run as root: ``python -m bench.harness distribution --runs 5 --warmup 1``.
+Run as root: ``python -m bench.harness distribution --runs 5 --warmup 1``; one case
+alone with ``distribution_pull_small`` (``_pull_large``, ``_pull``, ``_push``); set
+``BENCH_DISTRIBUTION_PEERS=skopeo`` to leave podman out.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from bench.harness import BenchmarkError, Command, compare
@@ -50,6 +52,13 @@ RUNS = {"large": (3, 5), "small": (5, 10)}  # min and max measured runs
 WARMUP_MAX = 1
 WORK_BASE = "/var/tmp"  # disk, like the daemon's data root under /tmp
 GOAL = "throughput >= skopeo's; per-blob time <= skopeo's"
+#: peers to run (comma-separated), e.g. "skopeo" to leave podman out while iterating
+PEERS_ENV = "BENCH_DISTRIBUTION_PEERS"
+
+
+def _wanted(peer: str) -> bool:
+    chosen = os.environ.get(PEERS_ENV)
+    return chosen is None or peer in chosen.split(",")
 
 
 def portside_cli() -> list[str]:
@@ -322,6 +331,7 @@ def pull_benchmark(
         if shutil.which("podman")
         else Command("podman pull", ["podman"]),
     ]
+    peers = [p for p in peers if _wanted(p.name.split()[0])]
     try:
         return compare(
             f"distribution_pull_{image.key}",
@@ -342,16 +352,23 @@ def pull_benchmark(
 
 
 @contextlib.contextmanager
-def prepared(work: str) -> Iterator[tuple[Any, OCILayout, dict[str, Image], DockerRegistry]]:
-    """A daemon with the images loaded, and a source registry holding them (skopeo)."""
+def prepared(
+    work: str, *, load: bool = True
+) -> Iterator[tuple[Any, OCILayout, dict[str, Image], DockerRegistry]]:
+    """A daemon with the images loaded (None without ``load``: pulls do not need it),
+    and a source registry holding them (skopeo)."""
     from portside.testing.daemon import running_daemon
 
     layout = OCILayout(os.path.join(work, "layout"))
     images = make_images(layout)
-    archive = layout.archive(os.path.join(work, "images.tar"))
-    with running_daemon(busybox=False) as daemon, DockerRegistry(work) as source:
-        _check([*portside_cli(), "load", "-q", "-i", archive], daemon.env())
-        os.unlink(archive)
+    with contextlib.ExitStack() as stack:
+        daemon = None
+        if load:
+            archive = layout.archive(os.path.join(work, "images.tar"))
+            daemon = stack.enter_context(running_daemon(busybox=False))
+            _check([*portside_cli(), "load", "-q", "-i", archive], daemon.env())
+            os.unlink(archive)
+        source = stack.enter_context(DockerRegistry(work))
         for image in images.values():
             _check(
                 [
@@ -367,8 +384,14 @@ def prepared(work: str) -> Iterator[tuple[Any, OCILayout, dict[str, Image], Dock
         yield daemon, layout, images, source
 
 
-def run(*, runs: int, warmup: int, out: str | None = None) -> list[dict[str, Any]]:
-    """Push and pull of the large and the small image, ours vs skopeo (and podman)."""
+#: every case, in the order a full run takes them
+CASES = (("push", "large"), ("push", "small"), ("pull", "large"), ("pull", "small"))
+
+
+def run_cases(
+    cases: Sequence[tuple[str, str]], *, runs: int, warmup: int, out: str | None = None
+) -> list[dict[str, Any]]:
+    """Run the ``(push|pull, large|small)`` cases, sharing one set of images."""
     reason = registry_unavailable()
     if reason is not None:
         raise BenchmarkError(reason)
@@ -378,21 +401,45 @@ def run(*, runs: int, warmup: int, out: str | None = None) -> list[dict[str, Any
     work = tempfile.mkdtemp(prefix="bench-distribution-", dir=WORK_BASE)
     results = []
     try:
-        with prepared(work) as (daemon, layout, images, source):
-            for key in ("large", "small"):
+        load = any(kind == "push" for kind, _ in cases)
+        with prepared(work, load=load) as (daemon, layout, images, source):
+            for kind, key in cases:
                 low, high = RUNS[key]
                 n = max(low, min(runs, high))
-                results.append(
-                    push_benchmark(
+                if kind == "push":
+                    result = push_benchmark(
                         images[key], daemon, layout, work, runs=n, warmup=warmup, out=out
                     )
-                )
-            for key in ("large", "small"):
-                low, high = RUNS[key]
-                n = max(low, min(runs, high))
-                results.append(
-                    pull_benchmark(images[key], source, work, runs=n, warmup=warmup, out=out)
-                )
+                else:
+                    result = pull_benchmark(
+                        images[key], source, work, runs=n, warmup=warmup, out=out
+                    )
+                results.append(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def run(*, runs: int, warmup: int, out: str | None = None) -> list[dict[str, Any]]:
+    """Push and pull of the large and the small image, ours vs skopeo (and podman)."""
+    return run_cases(CASES, runs=runs, warmup=warmup, out=out)
+
+
+def bench_distribution_pull_small(*, runs: int, warmup: int, out: str | None = None) -> None:
+    """Pull of the 200-layer image only (per-blob overhead), ours vs skopeo, podman."""
+    run_cases([("pull", "small")], runs=runs, warmup=warmup, out=out)
+
+
+def bench_distribution_pull_large(*, runs: int, warmup: int, out: str | None = None) -> None:
+    """Pull of the 3-layer ~315 MB image only (throughput), ours vs skopeo, podman."""
+    run_cases([("pull", "large")], runs=runs, warmup=warmup, out=out)
+
+
+def bench_distribution_pull(*, runs: int, warmup: int, out: str | None = None) -> None:
+    """Pull of both images (no push), ours vs skopeo, podman."""
+    run_cases([c for c in CASES if c[0] == "pull"], runs=runs, warmup=warmup, out=out)
+
+
+def bench_distribution_push(*, runs: int, warmup: int, out: str | None = None) -> None:
+    """Push of both images (no pull), ours vs skopeo."""
+    run_cases([c for c in CASES if c[0] == "push"], runs=runs, warmup=warmup, out=out)

@@ -18,6 +18,7 @@ first time labels or leases are used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -38,6 +39,7 @@ from portside.image.content_common import (
     gc_lock,
     os_error,
     parse_digest,
+    validate_labels,
 )
 from portside.image.content_writer import (
     IngestStatus,
@@ -267,12 +269,18 @@ class ContentStore:
         """What a commit records, under the gc lock: the lease's hold, the labels."""
 
         def record(digest: str, labels: dict[str, str] | None) -> None:
-            if labels:
-                self.meta.update_labels(digest, labels)
-            if lease is not None:
-                from portside.image.content_meta import CONTENT
+            if lease is None and not labels:
+                return
+            from portside.image.content_meta import CONTENT
 
-                self.meta.lease_add(lease, CONTENT, digest, drop_ingest=ref, locked=True)
+            self.meta.commit_record(
+                lease,
+                CONTENT,
+                [digest],
+                drop_ingest=ref,
+                labels=(digest, labels) if labels else None,
+                locked=True,
+            )
 
         return record
 
@@ -283,14 +291,24 @@ class ContentStore:
         *,
         labels: dict[str, str] | None = None,
         lease: str | None = None,
+        durable: bool = True,
     ) -> str:
         """Store ``data`` and return its digest; a blob already stored is fine.
-        ``expected`` is checked before anything touches the disk."""
+        ``expected`` is checked before anything touches the disk. ``durable`` as
+        :meth:`Writer.commit`'s.
+
+        The bytes go to an unnamed file (``O_TMPFILE``), synced, then linked under
+        the blob's name: no ingest to make and remove, and nothing left by a crash.
+        Where the file system has no ``O_TMPFILE``, through an ingest."""
         alg = parse_digest(expected)[0] if expected is not None else "sha256"
         digest = f"{alg}:{hashlib.new(alg, data).hexdigest()}"
         if expected is not None and digest != expected:
             raise DigestMismatch(f"blob {expected}: digest mismatch, got {digest}")
         if self._record_if_exists(digest, labels, lease):
+            return digest
+        if labels:
+            validate_labels(labels)
+        if self._write_unnamed(data, digest, labels, lease, durable):
             return digest
         ref = f"write-blob-{digest}-{os.getpid()}-{os.urandom(6).hex()}"
         try:
@@ -301,7 +319,70 @@ class ContentStore:
             raise
         with w:
             w.write(data)
-            return w.commit(labels=labels, ok_if_exists=True)
+            return w.commit(labels=labels, ok_if_exists=True, durable=durable)
+
+    def _write_unnamed(
+        self,
+        data: bytes,
+        digest: str,
+        labels: dict[str, str] | None,
+        lease: str | None,
+        durable: bool,
+    ) -> bool:
+        """:meth:`write_blob` through ``O_TMPFILE``; False where it is not supported."""
+        alg_dir = os.path.join(self.root, "blobs", parse_digest(digest)[0])
+        try:
+            fd = os.open(alg_dir, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return False
+            raise os_error(exc, f"writing blob {digest} to {alg_dir}") from exc
+        try:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the data before the name, always
+            dfd = os.open(alg_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                new = self._link_unnamed(fd, dfd, digest, labels=labels, lease=lease)
+                if new and durable:
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except FileNotFoundError as exc:  # no /proc to link from
+            if exc.filename and str(exc.filename).startswith("/proc/"):
+                return False
+            raise os_error(exc, f"writing blob {digest} to {alg_dir}") from exc
+        except OSError as exc:
+            raise os_error(exc, f"writing blob {digest} to {alg_dir}") from exc
+        finally:
+            os.close(fd)
+        return True
+
+    def _link_unnamed(
+        self,
+        fd: int,
+        dfd: int,
+        digest: str,
+        *,
+        labels: dict[str, str] | None,
+        lease: str | None,
+    ) -> bool:
+        """Name the unnamed file ``fd`` after ``digest`` in ``dfd`` (its algorithm's
+        directory) under the shared gc lock, then record labels and lease (as a
+        commit does); False if the blob existed."""
+        name = parse_digest(digest)[1]
+        lock = gc_lock(self.root, exclusive=False)
+        try:
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
+                new = True
+            except FileExistsError:
+                new = False
+            self._on_commit(lease, "")(digest, labels)
+            return new
+        finally:
+            os.close(lock)
 
     def _record_if_exists(
         self, digest: str, labels: dict[str, str] | None, lease: str | None
@@ -316,6 +397,22 @@ class ContentStore:
             return True
         finally:
             os.close(fd)
+
+    def sync(self) -> None:
+        """Make the names of the blobs committed with ``durable=False`` durable (their
+        bytes were synced at commit): an ``fsync`` of each ``blobs/<alg>``
+        directory, not a ``syncfs`` — that would also wait for everything else
+        written on the file system, such as the files of layers just unpacked."""
+        for alg in ALGORITHMS:
+            path = os.path.join(self.root, "blobs", alg)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise os_error(exc, f"syncing {path}") from exc
 
     # --- manager ------------------------------------------------------------------------
 

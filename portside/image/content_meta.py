@@ -9,12 +9,20 @@ a directory scan per gc. The blobs stay the truth of what exists: a label of a
 blob that is gone is ignored (and dropped by ``delete`` and gc). The module is
 imported, and the database opened, only when labels or leases are used: reading
 and writing blobs never touch it.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``: a
+transaction is atomic and survives a crash of the process, but a power loss may
+take back the last ones (the database stays consistent). Nothing here needs
+more: a lease only protects an operation that is still running, and labels are
+hints (where a blob came from, which compressed blob a layer has). A commit
+costs no ``fsync``; the WAL reaches the disk at checkpoints.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 from portside.errors import FailedPrecondition, Internal, InvalidArgument, PortsideError
@@ -32,6 +40,25 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Lease", "MetaDB"]
+
+#: connections a forked child inherited: kept referenced, so never closed in the child
+_INHERITED: list[sqlite3.Connection] = []
+#: one lock per database file, taken around write transactions: the threads of a
+#: process queue on it rather than on SQLite's busy handler, which sleeps
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_PID = [os.getpid()]
+
+
+def _write_lock(path: str) -> threading.Lock:
+    """The lock of ``path`` (new ones in a forked child: a lock never crosses fork)."""
+    if _LOCKS_PID[0] != os.getpid():
+        _WRITE_LOCKS.clear()
+        _LOCKS_PID[0] = os.getpid()
+    lock = _WRITE_LOCKS.get(path)
+    if lock is None:  # setdefault is atomic under the GIL: every thread gets the same
+        lock = _WRITE_LOCKS.setdefault(path, threading.Lock())
+    return lock
+
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -54,58 +81,111 @@ def _validate_lease_id(lease_id: str) -> None:
 
 
 class MetaDB:
-    """The store's SQLite database; one short connection per operation, so it is
-    safe across threads and ``fork``."""
+    """The store's SQLite database. Each thread keeps its connection open between
+    operations (opening one, and the WAL checkpoint when the last one closes, cost
+    more than most operations); a forked child opens its own, as a connection never
+    crosses ``fork``."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.path = os.path.join(root, "meta.db")
+        self._local = threading.local()
+        self._exists = False
 
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            elif version > SCHEMA_VERSION:
+            try:
+                self._check_version(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
                 conn.close()
-                raise FailedPrecondition(
-                    f"{self.path} has schema version {version}, newer than this portside"
-                    f" ({SCHEMA_VERSION})"
-                )
+                raise
         except sqlite3.Error as exc:
             raise _db_error(exc, f"opening {self.path}") from exc
+        self._exists = True
         return conn
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        if not os.path.exists(self.path):
-            return []
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        elif version > SCHEMA_VERSION:
+            raise FailedPrecondition(
+                f"{self.path} has schema version {version}, newer than this portside"
+                f" ({SCHEMA_VERSION})"
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, its schema version checked (it is cheap)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            try:
+                self._check_version(conn)
+            except BaseException:
+                self._drop(conn)
+                raise
+            return conn
+        if conn is not None:
+            _INHERITED.append(conn)  # the parent's: neither used nor closed here
+        local.conn = None
         conn = self._connect()
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        """Forget ``conn`` after an error: the thread's next operation reconnects."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
         try:
-            return conn.execute(sql, args).fetchall()
-        finally:
             conn.close()
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        """Close this thread's connection (the next operation opens another)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            self._drop(conn)
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        if not self._exists and not os.path.exists(self.path):
+            return []
+        try:
+            conn = self._conn()
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise _db_error(exc, f"reading {self.path}") from exc
 
     def _write(self, *statements: tuple[str, tuple[object, ...]]) -> int:
         """Run ``statements`` in one transaction; returns the number of rows changed."""
-        conn = self._connect()
+        conn = None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, args in statements:
-                conn.execute(sql, args)
-            conn.execute("COMMIT")
-            return conn.total_changes
+            conn = self._conn()
+            before = conn.total_changes
+            with _write_lock(self.path):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, args in statements:
+                        conn.execute(sql, args)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            return conn.total_changes - before
         except sqlite3.Error as exc:
+            if conn is not None:
+                self._drop(conn)
             raise _db_error(exc, f"writing {self.path}") from exc
-        finally:
-            conn.close()
 
     # --- labels -------------------------------------------------------------------------
 
@@ -121,14 +201,7 @@ class MetaDB:
 
     def update_labels(self, digest: str, changes: Mapping[str, str | None]) -> None:
         validate_labels(changes)
-        self._write(
-            *(
-                ("DELETE FROM labels WHERE digest = ? AND key = ?", (digest, key))
-                if value is None
-                else ("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", (digest, key, value))
-                for key, value in changes.items()
-            )
-        )
+        self._write(*_label_changes(digest, changes))
 
     def drop_labels(self, digests: Iterable[str]) -> None:
         self._write(*(("DELETE FROM labels WHERE digest = ?", (d,)) for d in digests))
@@ -167,20 +240,52 @@ class MetaDB:
         """Record that the lease holds ``name``; with ``drop_ingest``, in the same
         transaction forget the ingest ref whose commit made it. Takes the shared gc
         lock unless the caller holds it (``locked``): never while gc is marking."""
-        fd = -1 if locked else gc_lock(self.root, exclusive=False)
+        self.lease_add_all(lease_id, kind, [name], drop_ingest=drop_ingest, locked=locked)
+
+    def lease_add_all(
+        self,
+        lease_id: str,
+        kind: str,
+        names: Iterable[str],
+        *,
+        drop_ingest: str = "",
+        locked: bool = False,
+    ) -> None:
+        """:meth:`lease_add` of several names, in one transaction."""
+        self.commit_record(lease_id, kind, names, drop_ingest=drop_ingest, locked=locked)
+
+    def commit_record(
+        self,
+        lease_id: str | None,
+        kind: str,
+        names: Iterable[str],
+        *,
+        drop_ingest: str = "",
+        labels: tuple[str, Mapping[str, str | None]] | None = None,
+        locked: bool = False,
+    ) -> None:
+        """In one transaction: the lease ``lease_id`` (if any) holds ``names`` and
+        forgets ``drop_ingest``; ``labels`` = (digest, changes) are merged into that
+        blob's labels. What a commit records (see :meth:`lease_add` for ``locked``)."""
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        if labels is not None and labels[1]:
+            validate_labels(labels[1])
+            statements += _label_changes(*labels)
+        fd = -1 if locked or lease_id is None else gc_lock(self.root, exclusive=False)
         try:
-            self.get_lease(lease_id)
-            statements = [
-                ("INSERT OR IGNORE INTO lease_resources VALUES (?, ?, ?)", (lease_id, kind, name))
-            ]
-            if drop_ingest:
-                statements.append(
-                    (
-                        "DELETE FROM lease_resources WHERE lease = ? AND kind = ? AND name = ?",
-                        (lease_id, INGEST, drop_ingest),
+            if lease_id is not None:
+                self.get_lease(lease_id)
+                sql = "INSERT OR IGNORE INTO lease_resources VALUES (?, ?, ?)"
+                statements += [(sql, (lease_id, kind, name)) for name in names]
+                if drop_ingest:
+                    statements.append(
+                        (
+                            "DELETE FROM lease_resources WHERE lease = ? AND kind = ? AND name = ?",
+                            (lease_id, INGEST, drop_ingest),
+                        )
                     )
-                )
-            self._write(*statements)
+            if statements:
+                self._write(*statements)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -216,6 +321,18 @@ class MetaDB:
             yield str(row[0])
 
 
+def _label_changes(
+    digest: str, changes: Mapping[str, str | None]
+) -> list[tuple[str, tuple[object, ...]]]:
+    """The statements that merge ``changes`` into the labels of ``digest``."""
+    return [
+        ("DELETE FROM labels WHERE digest = ? AND key = ?", (digest, key))
+        if value is None
+        else ("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", (digest, key, value))
+        for key, value in changes.items()
+    ]
+
+
 def _db_error(exc: sqlite3.Error, what: str) -> PortsideError:
     if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
         return NoSpace(f"no space left on device {what}")
@@ -239,6 +356,13 @@ class Lease:
         """Hold the blob ``digest`` (it need not exist yet)."""
         parse_digest(digest)
         self._db.lease_add(self.id, CONTENT, digest)
+
+    def add_all(self, digests: Iterable[str]) -> None:
+        """Hold every blob of ``digests``, in one transaction."""
+        digests = list(digests)
+        for digest in digests:
+            parse_digest(digest)
+        self._db.lease_add_all(self.id, CONTENT, digests)
 
     def remove(self, digest: str) -> None:
         self._db.lease_remove(self.id, CONTENT, digest)

@@ -13,9 +13,10 @@ second writer of the same ref — a thread or another process — fails at once 
 IngestLocked. The digest is computed while the data streams in; ``commit``
 checks size and digest, fsyncs, and hard-links ``data`` to ``blobs/<alg>/<hex>``
 (``link`` fails atomically if the blob exists, where ``rename`` would replace it
-silently). ``close`` keeps the ingest for a later writer of the same ref to
-resume: Python's hashlib cannot serialise its state, so resuming re-hashes the
-partial data once.
+silently), then fsyncs that directory — or leaves it to one ``ContentStore.sync``
+later (``durable=False``, what a pull does for its layers). ``close`` keeps the
+ingest for a later writer of the same ref to resume: Python's hashlib cannot
+serialise its state, so resuming re-hashes the partial data once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from portside.image.content_common import (
     hash_fd,
     os_error,
     parse_digest,
+    start_writeback,
     validate_labels,
 )
 
@@ -61,6 +63,9 @@ __all__ = [
 ]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: a writer starts the write-back of its data every this many bytes, so that the
+#: fsync of a commit does not write a whole big blob at once
+WRITEBACK_STEP = 8 << 20
 _META_FILES = ("ref", "startedat", "total", "expected")
 
 
@@ -321,6 +326,7 @@ class Writer:
         self._fd = fd
         self._h = h
         self._offset = offset
+        self._flushed = offset  #: write-back started up to here (see write)
         self._on_commit = on_commit
 
     @property
@@ -357,6 +363,9 @@ class Writer:
             raise os_error(exc, f"writing blob {self._name()} to {self.path}/data") from exc
         self._h.update(view)
         self._offset += done
+        if self._offset - self._flushed >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._flushed, self._offset - self._flushed)
+            self._flushed = self._offset
         return done
 
     def copy_from(self, src: int, length: int = -1) -> int:
@@ -383,6 +392,7 @@ class Writer:
         os.lseek(self._fd, 0, os.SEEK_SET)
         hash_fd(self._fd, h, size)
         self._h, self._offset = h, size
+        self._flushed = min(self._flushed, size)
 
     def commit(
         self,
@@ -391,6 +401,7 @@ class Writer:
         *,
         labels: dict[str, str] | None = None,
         ok_if_exists: bool = False,
+        durable: bool = True,
     ) -> str:
         """Verify and publish the blob; returns its digest and closes the writer.
 
@@ -401,6 +412,13 @@ class Writer:
         discarded either way and the stored blob's data is untouched. ``labels``
         are merged into the blob's labels, and the writer's lease (if any) then
         holds the blob, in both cases.
+
+        The data is always on disk before the blob gets its name, so a blob is
+        never seen with a part of its bytes missing. ``durable`` (the default)
+        also syncs the directory, so the name survives a power loss once this
+        returns; without it a power loss may take the name back (the blob is then
+        simply absent) until :meth:`ContentStore.sync` — a pull commits its layers
+        so and syncs once, before it records the image.
         """
         self._check_open()
         if labels:
@@ -422,10 +440,12 @@ class Writer:
             if actual != expected:
                 self._fail()
                 raise DigestMismatch(f"blob {expected}: digest mismatch, got {actual}")
-        self._publish(actual, labels, ok_if_exists)
+        self._publish(actual, labels, ok_if_exists, durable)
         return actual
 
-    def _publish(self, digest: str, labels: dict[str, str] | None, ok_if_exists: bool) -> None:
+    def _publish(
+        self, digest: str, labels: dict[str, str] | None, ok_if_exists: bool, durable: bool
+    ) -> None:
         alg, hexpart = parse_digest(digest)
         alg_dir = os.path.join(self._root, "blobs", alg)
         target = os.path.join(alg_dir, hexpart)
@@ -435,7 +455,7 @@ class Writer:
             os.fsync(self._fd)
             os.makedirs(alg_dir, exist_ok=True)
             exists = self._link(target, digest, labels)
-            if not exists:
+            if durable and not exists:
                 _fsync_dir(alg_dir)
         except OSError as exc:
             self._fail()

@@ -54,7 +54,7 @@ from portside.image.tarstream import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import BinaryIO
 
 __all__ = [
@@ -159,14 +159,37 @@ def _write_all(fd: int, view: memoryview) -> None:
 
 
 def _umask() -> int:
+    """The process's umask, read (not set: threads share it) from /proc."""
     try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
+        fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 4096)  # "Umask:" is the second line
+        finally:
+            os.close(fd)
+        start = head.index(b"\nUmask:") + 7
+        return int(head[start : head.index(b"\n", start)].strip(), 8)
     except (OSError, ValueError):
-        pass
-    return 0o022
+        return 0o022
+
+
+class _Lowers:
+    """The directory fds of the lower layers, each opened the first time a lookup
+    reaches it: most layers never look below, and a chain can be long."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self.fds: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        for i, path in enumerate(self.paths):
+            if i == len(self.fds):
+                self.fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            yield self.fds[i]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
 
 
 def _copy_data(src: int, dst: int, size: int) -> None:
@@ -193,7 +216,9 @@ def _copy_data(src: int, dst: int, size: int) -> None:
 class _Applier:
     """Creates members under ``root`` (an fd); owns a cache of directory fds."""
 
-    def __init__(self, root: int, lowers: list[int], whiteouts: str, preserve_owner: bool) -> None:
+    def __init__(
+        self, root: int, lowers: Iterable[int], whiteouts: str, preserve_owner: bool
+    ) -> None:
         self.root = root
         self.lowers = lowers
         self.overlay = whiteouts == "overlay"
@@ -614,12 +639,10 @@ def apply_layer_in_place(
     """
     _check_mode(whiteouts)
     root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    lowers: list[int] = []
+    lowers = _Lowers(lower_dirs)
     applier = _Applier(root, lowers, whiteouts, preserve_owner)
     source: LayerSource | None = None
     try:
-        for lower in lower_dirs:
-            lowers.append(os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         source = LayerSource(stream)
         reader = TarReader(source.read)
         count = 0
@@ -645,8 +668,8 @@ def apply_layer_in_place(
         if source is not None:
             source.close()
         applier.close()
-        for fd in [root, *lowers]:
-            os.close(fd)
+        lowers.close()
+        os.close(root)
 
 
 def apply_layer(

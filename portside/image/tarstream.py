@@ -29,6 +29,7 @@ from portside.errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Iterator
     from typing import BinaryIO
 
@@ -650,7 +651,9 @@ class LayerSource:
 
     With ``prefetch`` (the default) reading, decompressing and hashing run in a helper
     thread a few chunks ahead of the consumer; all three release the GIL, so they
-    overlap with the consumer's file system calls. Call :meth:`close` when done.
+    overlap with the consumer's file system calls. The helper starts once the layer
+    has passed :data:`CHUNK` bytes: for a small layer a thread costs more than it
+    saves. Call :meth:`close` when done.
     """
 
     def __init__(self, stream: BinaryIO, *, prefetch: bool = True) -> None:
@@ -661,14 +664,17 @@ class LayerSource:
         self._hash = hashlib.sha256()
         self.size = 0
         self._stop = False
-        self._thread = None
-        if prefetch:
-            import queue
-            import threading
+        self._prefetch = prefetch
+        self._thread: threading.Thread | None = None
 
-            self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_PREFETCH)
-            self._thread = threading.Thread(target=self._produce, name="layer-read", daemon=True)
-            self._thread.start()
+    def _start(self) -> None:
+        """Hand the rest of the stream to the helper thread."""
+        import queue
+        import threading
+
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_PREFETCH)
+        self._thread = threading.Thread(target=self._produce, name="layer-read", daemon=True)
+        self._thread.start()
 
     def _next(self) -> bytes:
         chunk = next(self._chunks, b"")
@@ -695,7 +701,10 @@ class LayerSource:
 
     def read(self) -> bytes:
         if self._thread is None:
-            return self._next()
+            chunk = self._next()
+            if self._prefetch and chunk and self.size >= CHUNK:
+                self._start()
+            return chunk
         item = self._queue.get()
         if isinstance(item, BaseException):
             self._queue.put(item)  # every later read fails the same way

@@ -10,6 +10,12 @@ blob's digest and the layer's diffID are checked before the commit; on any error
 the active snapshot is removed, so nothing half-made is left.
 :func:`unpack_layer_from` does one layer from any stream: a pull feeds it a blob
 while the blob is still downloading.
+
+Durability: layers are committed with ``durable=False`` (a pull's, and
+:func:`unpack`'s), not with a sync each; :func:`unpack`, which comes before a
+container is made on an image, makes them durable together with one
+``Snapshotter.sync`` when one of them still waits for it (see
+:mod:`portside.image.snapshots`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from portside.image.layer import apply_layer_in_place
 from portside.image.snapshots import (
     ACTIVE,
     COMMITTED,
+    UNSYNCED_LABEL,
     SnapshotExists,
     SnapshotNotFound,
     WrongKind,
@@ -75,15 +82,25 @@ class _HashingReader:
 def unpack(image: Image, content: ContentStore, snapshotter: Snapshotter) -> str:
     """Unpack the layers of ``image`` from ``content`` into ``snapshotter``; returns
     the top chainID (the parent for a container's rootfs). Layers already committed
-    are skipped. A corrupt blob raises :class:`CorruptLayer`."""
+    are skipped. A corrupt blob raises :class:`CorruptLayer`. The layers are durable
+    when it returns: one sync at the end, when a layer was unpacked here or is still
+    waiting for the sync of another unpack."""
     if not image.layers:
         raise WrongKind(f"image {image.id} has no layers to unpack")
     parent: str | None = None
+    unsynced = False
     for index, layer in enumerate(image.layers):
-        if not _committed(snapshotter, layer.chain_id):
+        labels = _committed_labels(snapshotter, layer.chain_id)
+        if labels is None:
             _unpack_layer(image, index, content, snapshotter, parent)
+            unsynced = True
+        elif UNSYNCED_LABEL in labels:
+            unsynced = True
         parent = layer.chain_id
-    return image.layers[-1].chain_id
+    top = image.layers[-1].chain_id
+    if unsynced:
+        snapshotter.sync([top])
+    return top
 
 
 def prepare_container_rootfs(image: Image, snapshotter: Snapshotter, key: str) -> list[Mount]:
@@ -94,14 +111,15 @@ def prepare_container_rootfs(image: Image, snapshotter: Snapshotter, key: str) -
     return snapshotter.prepare(key, parent=image.layers[-1].chain_id)
 
 
-def _committed(snapshotter: Snapshotter, key: str) -> bool:
+def _committed_labels(snapshotter: Snapshotter, key: str) -> dict[str, str] | None:
+    """The labels of committed snapshot ``key``; None if there is none."""
     try:
         info = snapshotter.stat(key)
     except SnapshotNotFound:
-        return False
+        return None
     if info.kind != COMMITTED:
         raise WrongKind(f"snapshot {key!r} is {info.kind}, expected a committed layer")
-    return True
+    return info.labels
 
 
 def _unpack_layer(
@@ -122,7 +140,13 @@ def _unpack_layer(
                     raise CorruptLayer(f"blob digest is {digest}")
 
             unpack_layer_from(
-                reader, snapshotter, parent, layer.chain_id, layer.diff_id, verify=verify
+                reader,
+                snapshotter,
+                parent,
+                layer.chain_id,
+                layer.diff_id,
+                verify=verify,
+                durable=False,
             )
     except CorruptLayer as exc:
         what = f"layer {index} ({layer.digest}) of image {image.id}"
@@ -137,6 +161,7 @@ def unpack_layer_from(
     diff_id: str,
     *,
     verify: Callable[[], None] | None = None,
+    durable: bool = True,
 ) -> bool:
     """Unpack the layer read from ``stream`` (a plain, gzip or zstd tar, read to its
     end) as the committed snapshot ``chain_id`` on ``parent``.
@@ -146,15 +171,20 @@ def unpack_layer_from(
     ``verify()`` runs (raise there to refuse the layer, e.g. when the blob's digest
     did not check out) and the snapshot is committed. On any error the active
     snapshot is removed. Returns False when another unpack committed ``chain_id``
-    first (nothing is left of this one)."""
+    first (nothing is left of this one). Not ``durable``: the snapshot waits for a
+    ``snapshotter.sync`` (see the module doc)."""
     tmp_key = f"{EXTRACT_PREFIX}{os.getpid()}-{os.urandom(6).hex()} {chain_id}"
-    mounts = snapshotter.prepare(tmp_key, parent=parent)
+    direct = getattr(snapshotter, "prepare_direct", None)  # overlay: no work dir, no mounts
+    if direct is not None:
+        target: list[Mount] | tuple[str, list[str], str] = direct(tmp_key, parent, durable=durable)
+    else:
+        target = snapshotter.prepare(tmp_key, parent=parent, durable=durable)
     try:
-        _apply(stream, mounts, diff_id)
+        _apply(stream, target, diff_id)
         if verify is not None:
             verify()
         try:
-            snapshotter.commit(chain_id, tmp_key)
+            snapshotter.commit(chain_id, tmp_key, durable=durable)
         except SnapshotExists:  # unpacked meanwhile by someone else
             snapshotter.remove(tmp_key)
             return False
@@ -188,13 +218,19 @@ def _direct_dir(mounts: list[Mount]) -> tuple[str, list[str], str] | None:
     if len(upper) != 1 or len(lower) != 1:
         return None
     lowers = lower[0].split(":")
-    if not all(os.path.isabs(d) for d in [upper[0], *lowers]):
+    if not all(d.startswith("/") for d in [upper[0], *lowers]):
         return None
     return upper[0], lowers, "overlay"
 
 
-def _apply(stream: BinaryIO | _HashingReader, mounts: list[Mount], diff_id: str) -> None:
-    direct = _direct_dir(mounts)
+def _apply(
+    stream: BinaryIO | _HashingReader,
+    target: list[Mount] | tuple[str, list[str], str],
+    diff_id: str,
+) -> None:
+    """Apply the layer into ``target``: the mounts of the active snapshot, or the
+    (directory, lower directories, whiteout mode) to apply into directly."""
+    direct = target if isinstance(target, tuple) else _direct_dir(target)
     if direct is not None:
         directory, lowers, whiteouts = direct
         apply_layer_in_place(
@@ -205,24 +241,25 @@ def _apply(stream: BinaryIO | _HashingReader, mounts: list[Mount], diff_id: str)
             expected_diff_id=diff_id,
         )
         return
+    assert isinstance(target, list)
     import tempfile
 
     from portside.image.snapshots import mount_all, unmount_all
 
-    target = tempfile.mkdtemp(prefix="portside-unpack-")
+    where = tempfile.mkdtemp(prefix="portside-unpack-")
     try:
-        mount_all(mounts, target)
+        mount_all(target, where)
         try:
             apply_layer_in_place(
                 stream,  # type: ignore[arg-type]
-                target,
+                where,
                 whiteouts="remove",
                 expected_diff_id=diff_id,
             )
         finally:
-            unmount_all(target)
+            unmount_all(where)
     finally:
-        os.rmdir(target)
+        os.rmdir(where)
 
 
 # --- crash leftovers ------------------------------------------------------------------

@@ -31,14 +31,13 @@ from portside.distribution.errors import (
     UnsupportedContent,
 )
 from portside.distribution.progress import Throttle, noop
-from portside.distribution.pull import (
-    SOURCE_LABEL,
+from portside.distribution.pull import SOURCE_LABEL, pull, pull_all_tags
+from portside.distribution.pull_layers import (
+    MEMORY_BUDGET,
     _Follower,
     _Layer,
     _Puller,
     _Transfer,
-    pull,
-    pull_all_tags,
 )
 from portside.distribution.push import COMPRESSED_LABEL, UNCOMPRESSED_LABEL, push
 from portside.errors import InvalidArgument, NotFound
@@ -46,6 +45,7 @@ from portside.image.content import ContentStore
 from portside.image.snapshots import (
     ACTIVE,
     COMMITTED,
+    UNSYNCED_LABEL,
     SnapshotterBase,
     mount_all,
     open_snapshotter,
@@ -910,3 +910,116 @@ def test_e2e_pull_survives_a_cut_connection(
     files = read_rootfs(env2, result.image.layers[-1].chain_id, ["data/big"])
     assert files["data/big"] == BIG
     env2.clean()
+
+
+# --- durability: one sync per pull, before the image is recorded ---------------------------
+
+
+class SimulatedCrash(Exception):
+    """Stands for the daemon dying at that point."""
+
+
+def _record(env: Env, monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    """Log the pull's syncs and the image's recording, in order."""
+    for name, obj, attr in (
+        ("content.sync", env.content, "sync"),
+        ("snapshots.sync", env.sn, "sync"),
+        ("images.create", env.images, "create"),
+    ):
+        real = getattr(obj, attr)
+
+        def spy(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            events.append(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(obj, attr, spy)
+
+
+@pytest.mark.root
+def test_pull_syncs_the_blobs_once_before_it_records_the_image(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sync of the blobs' names, then the image; the snapshots wait, labelled,
+    for the unpack that comes before a container (it syncs them)."""
+    from portside.image import content_writer
+    from portside.image.unpack import unpack
+
+    reg = MemRegistry()
+    publish(reg, "app", "v1")
+    events: list[str] = []
+    _record(env, monkeypatch, events)
+    dir_syncs: list[str] = []
+    monkeypatch.setattr(content_writer, "_fsync_dir", dir_syncs.append)
+    result = env.pull(reg, f"{HOST}/app:v1")
+    assert events == ["content.sync", "images.create"]
+    assert dir_syncs == []  # no directory sync per blob
+    chains = [la.chain_id for la in result.image.layers]
+    assert [i.name for i in env.sn.walk() if UNSYNCED_LABEL in i.labels] == chains
+    env.clean()
+    events.clear()
+    env.pull(reg, f"{HOST}/app:v1")  # up to date: nothing new, nothing to sync
+    assert events == ["images.create"]
+    assert unpack(result.image, env.content, env.sn) == chains[-1]
+    assert events[1:] == ["snapshots.sync"]
+    assert not [i.name for i in env.sn.walk() if UNSYNCED_LABEL in i.labels]
+
+
+@pytest.mark.root
+def test_a_crash_before_the_final_sync_records_no_image(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every layer in, the sync not done: no image; after a power loss (a new boot)
+    the snapshots that waited for a sync are dropped; blobs are whole or absent."""
+    from portside.image.snapshots import unsynced as unsynced_mod
+
+    reg = MemRegistry()
+    remote = publish(reg, "app", "v1")
+
+    def crash() -> None:
+        raise SimulatedCrash("power cut")
+
+    monkeypatch.setattr(env.content, "sync", crash)
+    with pytest.raises(SimulatedCrash):
+        env.pull(reg, f"{HOST}/app:v1")
+    assert env.images.images() == []
+    waiting = [i.name for i in env.sn.walk() if UNSYNCED_LABEL in i.labels]
+    assert len(waiting) == len(remote.blobs)
+    assert env.content.check() == []  # every blob there is complete (synced before named)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(unsynced_mod, "_BOOT_ID", ["the-next-boot"])
+    env._sn = None  # the daemon starts again
+    assert env.sn.walk() == []
+    result = env.pull(reg, f"{HOST}/app:v1")
+    assert result.image.layers[-1].chain_id in {i.name for i in env.sn.walk()}
+    files = read_rootfs(env, result.image.layers[-1].chain_id, ["data/big", "top"])
+    assert files == {"data/big": BIG, "top": b"top layer\n"}
+    env.clean()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("budget", [MEMORY_BUDGET, 0])
+def test_small_layers_skip_the_ingest(
+    env: Env, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """Layers up to SMALL_BLOB come through memory, within MEMORY_BUDGET; beyond it,
+    or bigger, through an ingest. The image is the same either way."""
+    import portside.distribution.pull_layers as layers_mod
+
+    monkeypatch.setattr(layers_mod, "MEMORY_BUDGET", budget)
+    reg = MemRegistry()
+    remote = publish(reg, "app", "v1")
+    refs: list[str] = []
+    real = ContentStore.writer
+    monkeypatch.setattr(
+        ContentStore, "writer", lambda self, ref, **k: refs.append(ref) or real(self, ref, **k)
+    )
+    result = env.pull(reg, f"{HOST}/app:v1")
+    layers = [r for r in refs if r.startswith("pull-")]
+    if budget:
+        assert layers == [f"pull-{remote.blobs[1]}"]  # the 1.5 MB one only
+    else:
+        assert sorted(layers) == sorted(f"pull-{d}" for d in remote.blobs)
+    files = read_rootfs(env, result.image.layers[-1].chain_id, ["bin/tool", "top"])
+    assert files == {"bin/tool": b"x" * 5000, "top": b"top layer\n"}
+    env.clean()

@@ -17,6 +17,7 @@ from portside.image.content import ContentStore
 from portside.image.snapshots import (
     ACTIVE,
     COMMITTED,
+    UNSYNCED_LABEL,
     SnapshotterBase,
     mount_all,
     open_snapshotter,
@@ -216,3 +217,26 @@ def test_unpack_refuses_wrong_diff_id(
     with pytest.raises(CorruptLayer, match="does not match"):
         unpack(bad, content, sn)
     assert sn.walk() == []
+
+
+def test_unpack_syncs_once_and_only_when_it_must(
+    stores: tuple[ContentStore, ImageStore], sn: SnapshotterBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers committed without a sync each, then one sync for the image; none when
+    everything was there and synced; one when a layer still waits for another's."""
+    content, store = stores
+    base = make_busybox_image(content, store)
+    layered = _layered_image(content, store, base)
+    syncs: list[list[str]] = []
+    real = sn.sync
+    monkeypatch.setattr(sn, "sync", lambda names=(): syncs.append(list(names)) or real(names))
+    top = unpack(layered, content, sn)
+    assert syncs == [[top]]
+    assert not [i.name for i in sn.walk() if UNSYNCED_LABEL in i.labels]
+    assert unpack(layered, content, sn) == top and syncs == [[top]]  # nothing to do
+    info = sn.stat(base.layers[0].chain_id)
+    info.labels[UNSYNCED_LABEL] = "some-boot"  # as a pull not yet synced leaves it
+    sn.update(info)
+    unpack(layered, content, sn)
+    assert syncs[1:] == [[top]]
+    assert UNSYNCED_LABEL not in sn.stat(base.layers[0].chain_id).labels

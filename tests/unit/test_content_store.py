@@ -802,3 +802,117 @@ def test_check_reports_strays_and_malformed_ingests(store: ContentStore) -> None
     assert any(f"ingest {w.path}: malformed" in p for p in problems)
     # gc removes the damaged ingest (by directory name), not the foreign entries
     assert store.gc([]).ingests == sorted([os.path.basename(w.path), "not-an-ingest"])
+
+
+# --- durability and the cost of a commit -------------------------------------------------
+
+
+def test_write_blob_needs_no_ingest(store: ContentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ingest(*_a: object, **_k: object) -> None:
+        raise AssertionError("write_blob went through an ingest")
+
+    monkeypatch.setattr(ContentStore, "writer", no_ingest)
+    store.create_lease("hold")
+    digest = store.write_blob(b"config", labels={"kind": "config"}, lease="hold")
+    assert store.read(digest) == b"config"
+    assert stat.S_IMODE(os.stat(store.path(digest)).st_mode) == 0o444
+    assert store.info(digest).labels == {"kind": "config"}
+    assert store.lease("hold").digests() == {digest}
+    assert store.write_blob(b"config", digest) == digest  # there already: fine
+    assert os.listdir(os.path.join(store.root, "ingest")) == []
+    assert store.check() == []
+
+
+def test_write_blob_without_o_tmpfile_uses_an_ingest(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_tmpfile(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "not supported", path)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    used = []
+    real_writer = ContentStore.writer
+    monkeypatch.setattr(
+        ContentStore, "writer", lambda self, *a, **k: used.append(a) or real_writer(self, *a, **k)
+    )
+    digest = store.write_blob(b"old file system")
+    assert used and store.read(digest) == b"old file system"
+    assert store.ingests() == []
+
+
+def _count_dir_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    synced: list[str] = []
+    real = content_writer._fsync_dir
+    monkeypatch.setattr(
+        content_writer, "_fsync_dir", lambda path: synced.append(path) or real(path)
+    )
+    return synced
+
+
+def test_lazy_commit_syncs_the_data_but_not_the_name(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _count_dir_syncs(monkeypatch)
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
+    w = store.writer("lazy")
+    w.write(b"lazy")
+    w.commit(durable=False)
+    assert fsynced and synced == []  # the bytes before the name, always
+    w = store.writer("durable")
+    w.write(b"durable")
+    w.commit()
+    assert synced == [os.path.join(store.root, "blobs", "sha256")]
+
+
+def test_sync_makes_the_names_durable(store: ContentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd)
+    )
+    store.sync()
+    assert synced == [os.path.join(store.root, "blobs", alg) for alg in ("sha256", "sha512")]
+
+
+def test_metadata_is_atomic_not_synced_and_batched(store: ContentStore) -> None:
+    lease = store.create_lease("many")
+    digests = [sha256(bytes([i])) for i in range(50)]
+    lease.add_all(digests)
+    assert lease.digests() == set(digests)
+    conn = store.meta._conn()
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.meta._conn() is conn  # one connection per thread, kept
+
+    other: list[object] = []
+    thread = threading.Thread(target=lambda: other.append(store.meta._conn()))
+    thread.start()
+    thread.join()
+    assert other[0] is not conn
+
+
+def test_writer_starts_write_back_as_it_goes(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that the fsync of a big blob's commit does not write it all at once."""
+    ranges: list[tuple[int, int]] = []
+    real = content_writer.start_writeback
+    monkeypatch.setattr(content_writer, "WRITEBACK_STEP", 1000)
+    monkeypatch.setattr(
+        content_writer,
+        "start_writeback",
+        lambda fd, off, n: ranges.append((off, n)) or real(fd, off, n),
+    )
+    w = store.writer("big")
+    for _ in range(5):
+        w.write(b"x" * 600)
+    w.truncate(1000)
+    w.write(b"y" * 1000)
+    w.commit()
+    assert ranges == [(0, 1200), (1200, 1200), (1000, 1000)]

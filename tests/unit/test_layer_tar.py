@@ -23,7 +23,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portside.errors import AlreadyExists, InvalidArgument
+from portside.errors import AlreadyExists, Internal, InvalidArgument
 from portside.image.layer import (
     CorruptLayer,
     HostileLayer,
@@ -625,3 +625,44 @@ def test_make_layer_is_readable_by_tarfile(tmp_path: Path) -> None:
         ("n" * 150, tarfile.REGTYPE),
         ("s", tarfile.SYMTYPE),
     ]
+
+
+# --- what a small layer costs --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "thread"), [(10_000, False), (3 << 20, True)])
+def test_prefetch_thread_only_for_a_layer_past_a_chunk(size: int, thread: bool) -> None:
+    tar = make_tar([(info("f"), os.urandom(size))])
+    source = LayerSource(io.BytesIO(gzip.compress(tar, compresslevel=1)))
+    try:
+        got = b""
+        while chunk := source.read():
+            got += chunk
+        assert (source._thread is not None) == thread
+    finally:
+        source.close()
+    assert got == tar and source.diff_id() == "sha256:" + hashlib.sha256(tar).hexdigest()
+
+
+def test_lower_layers_are_opened_only_when_looked_at(box: Path) -> None:
+    """A layer that never looks below does not open its (here missing) lowers."""
+    tar = make_tar([(info("dir/", tarfile.DIRTYPE), None), (info("dir/f"), b"x")])
+    missing = [str(box / f"lower{i}") for i in range(300)]
+    (box / "up").mkdir()
+    apply_layer_in_place(
+        io.BytesIO(tar),
+        str(box / "up"),
+        lower_dirs=missing,
+        whiteouts="remove",
+        preserve_owner=False,
+    )
+    assert (box / "up/dir/f").read_bytes() == b"x"
+    implicit = make_tar([(info("new/f"), b"y")])  # new/ is not listed: lowers are asked
+    with pytest.raises(Internal, match="'new/f': no such file"):
+        apply_layer_in_place(
+            io.BytesIO(implicit),
+            str(box / "up"),
+            lower_dirs=missing,
+            whiteouts="remove",
+            preserve_owner=False,
+        )

@@ -155,6 +155,63 @@ def test_update_labels(meta: MetaStore) -> None:
         tx.update(Info("a", "active", parent="x"), ["parent"], 8.0)
 
 
+def test_clear_label_follows_parents_not_children(meta: MetaStore) -> None:
+    _chain(meta, "a", "b", "c")
+    _chain(meta, "x")
+    with meta.transaction() as tx:
+        for key in ("a", "b", "c", "x"):
+            tx.add_labels(tx.get(key).id, {"mark": "boot-1", "keep": "k"})
+    with meta.transaction() as tx:
+        assert tx.clear_label("mark", keys=["b"]) == 2
+        assert [key for _, key, _, _ in tx.labelled("mark")] == ["c", "x"]
+        assert tx.clear_label("mark", ids=[tx.get("x").id]) == 1
+        assert [(key, value) for _, key, _, value in tx.labelled("mark")] == [("c", "boot-1")]
+        assert tx.info("a").labels == {"keep": "k"}
+
+
+def test_descendants_and_delete_rows(meta: MetaStore) -> None:
+    _chain(meta, "a", "b", "c")
+    with meta.transaction() as tx:
+        tx.create("active", "rw", "b", {}, 1.0)
+        ids = {key: tx.get(key).id for key in ("a", "b", "c", "rw")}
+        tree = tx.descendants([ids["b"]])
+        assert sorted(key for _, key, _ in tree) == ["b", "c", "rw"]
+        assert {kind for _, key, kind in tree if key == "rw"} == {"active"}
+        tx.delete_rows([i for i, _, _ in tree])  # parent and children in one statement
+    with meta.transaction(write=False) as tx:
+        assert [i.name for i in tx.walk()] == ["a"]
+
+
+def test_chains_are_cached_and_still_right(meta: MetaStore) -> None:
+    names = [f"l{i}" for i in range(30)]
+    _chain(meta, *names)
+    with meta.transaction(write=False) as tx:
+        ids = [tx.get(n).id for n in names]
+    fresh = MetaStore(meta.path)  # no cache: the recursive query
+    for store in (meta, fresh, fresh):
+        with store.transaction(write=False) as tx:
+            assert tx.get("l29").parent_ids == ids[-2::-1]
+            assert tx.get("l0").parent_ids == []
+
+
+def _synchronous(meta: MetaStore) -> int:
+    with meta.transaction(write=False) as tx:
+        return int(tx._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_lazy_writes_are_normal_durable_ones_full(meta: MetaStore) -> None:
+    full, normal = 2, 1
+    with meta.transaction(durable=False) as tx:
+        tx.create("active", "a", None, {}, 1.0)
+    assert _synchronous(meta) == normal
+    with meta.transaction() as tx:
+        tx.create("active", "b", None, {}, 1.0)
+    assert _synchronous(meta) == full
+    with meta.transaction(write=False):  # reads leave it as it is
+        pass
+    assert _synchronous(meta) == full
+
+
 # --- the mount contract, without a kernel ----------------------------------------------
 
 

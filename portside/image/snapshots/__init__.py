@@ -12,6 +12,22 @@ The mount list is the one contract with the runtime: each :class:`Mount` is shap
 as an OCI ``config.json`` mount (:meth:`Mount.to_oci`); :func:`mount_all` and
 :func:`unmount_all` do it on the host.
 
+Durability: by default every change is on disk when the call returns (but the
+files of a committed snapshot are the caller's to sync). An unpack of many layers
+commits them with ``durable=False`` instead: the snapshot's files are not synced
+and the row is written without waiting for the disk, but it carries the label
+:data:`UNSYNCED_LABEL` (the boot it was made in), in the same transaction.
+:meth:`Snapshotter.sync` — a ``syncfs`` of the file system, then the labels
+cleared from the snapshots named and their parents in a durable transaction —
+makes them durable; :func:`~portside.image.unpack.unpack` calls it before a
+container is made on them. A snapshot still labelled when a snapshotter opens the
+root was either made in this boot (its files are in the page cache: one
+``syncfs`` makes them durable, and the labels go) or in an earlier one, cut
+short by a power loss or a crash of the kernel: its files may be incomplete, so
+it is removed, with the snapshots above it (they are made again from the content
+store when needed). A chain under a container's snapshot is never labelled, as
+``unpack`` synced it first.
+
 Implementations: :mod:`.overlay` (overlayfs: a committed snapshot is a layer) and
 :mod:`.vfs` (plain copies, for hosts without overlayfs). :func:`open_snapshotter`
 picks one. Both keep their metadata in SQLite (:mod:`.meta`) and name directories by
@@ -57,6 +73,7 @@ __all__ = [
     "ACTIVE",
     "COMMITTED",
     "KINDS",
+    "UNSYNCED_LABEL",
     "VIEW",
     "Info",
     "Mount",
@@ -78,6 +95,9 @@ KINDS = (VIEW, ACTIVE, COMMITTED)
 
 #: the kernel copies mount options into one page, NUL included
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
+#: label of a snapshot committed with ``durable=False`` until a ``sync`` covers it:
+#: the boot id (``/proc/sys/kernel/random/boot_id``) it was committed in
+UNSYNCED_LABEL = "portside.snapshot.unsynced"
 
 
 class SnapshotNotFound(NotFound):
@@ -179,11 +199,17 @@ class Snapshotter(Protocol):
     root: str
 
     def prepare(
-        self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
+        self,
+        key: str,
+        parent: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        *,
+        durable: bool = True,
     ) -> list[Mount]:
         """Make the active snapshot ``key`` on committed ``parent`` (None: empty) and
         return its mounts. SnapshotExists if the key is taken; WrongKind if ``parent``
-        is not committed."""
+        is not committed. Not ``durable``: a power loss may take it back (leaving a
+        directory for :meth:`cleanup`)."""
         ...
 
     def view(
@@ -196,10 +222,24 @@ class Snapshotter(Protocol):
         """The mounts of an active snapshot or a view (WrongKind for a committed one)."""
         ...
 
-    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+    def commit(
+        self,
+        name: str,
+        key: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        durable: bool = True,
+    ) -> None:
         """Turn active ``key`` into committed ``name`` (same parent); ``key`` is gone
         afterwards. ``labels`` replace the active snapshot's (None: keep them).
-        Unmount it first."""
+        Unmount it first. Not ``durable``: labelled :data:`UNSYNCED_LABEL` until a
+        :meth:`sync` covers it (see the module doc)."""
+        ...
+
+    def sync(self, names: Iterable[str] = ()) -> None:
+        """Make every change so far durable, the files of every snapshot included
+        (``syncfs``), then drop :data:`UNSYNCED_LABEL` from ``names`` and their
+        parents, durably."""
         ...
 
     def remove(self, key: str) -> None:
@@ -374,6 +414,8 @@ class SnapshotterBase:
     """
 
     driver = ""
+    #: :meth:`_populate` is quick (a few mkdirs, no copy): done in the transaction
+    quick_populate = False
 
     def __init__(self, root: str) -> None:
         from portside.image.snapshots.meta import MetaStore, db_path
@@ -386,6 +428,12 @@ class SnapshotterBase:
         except OSError as exc:
             raise mount_error(exc, f"creating snapshotter root {self.root}") from exc
         self._meta: MetaStore = MetaStore(db_path(self.root))
+        # what syncfs must cover: the root (metadata.db) and snapshots/, once per device
+        devices = {os.stat(p).st_dev: p for p in (self._snapshots, self.root)}
+        self._sync_paths = sorted(devices.values())
+        from portside.image.snapshots.unsynced import recover
+
+        recover(self, self._meta)
 
     # --- hooks ---------------------------------------------------------------------
 
@@ -399,17 +447,23 @@ class SnapshotterBase:
     # --- paths ---------------------------------------------------------------------
 
     def snapshot_dir(self, sid: int) -> str:
-        return os.path.join(self._snapshots, str(sid))
+        return f"{self._snapshots}/{sid}"
 
     def fs_dir(self, sid: int) -> str:
-        return os.path.join(self._snapshots, str(sid), "fs")
+        # a format, not os.path.join: a mount of a long chain asks for hundreds
+        return f"{self._snapshots}/{sid}/fs"
 
     # --- the interface -------------------------------------------------------------
 
     def prepare(
-        self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
+        self,
+        key: str,
+        parent: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        *,
+        durable: bool = True,
     ) -> list[Mount]:
-        return self._create(ACTIVE, key, parent, labels)
+        return self._create(ACTIVE, key, parent, labels, durable)
 
     def view(
         self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
@@ -417,11 +471,19 @@ class SnapshotterBase:
         return self._create(VIEW, key, parent, labels)
 
     def _create(
-        self, kind: str, key: str, parent: str | None, labels: Mapping[str, str] | None
+        self,
+        kind: str,
+        key: str,
+        parent: str | None,
+        labels: Mapping[str, str] | None,
+        durable: bool = True,
     ) -> list[Mount]:
         from portside.image.snapshots.meta import Snapshot
 
         labels = dict(labels or {})
+        if self.quick_populate:
+            snap = self._create_in_transaction(kind, key, parent, labels, durable=durable)
+            return self._mounts(snap)
         with self._meta.transaction(write=False) as tx:
             chain = tx.plan(kind, key, parent)
         final = ""
@@ -430,7 +492,7 @@ class SnapshotterBase:
         tmp, lock = self._new_dir()
         try:
             self._populate(tmp, Snapshot(0, key, kind, chain))
-            with self._meta.transaction() as tx:
+            with self._meta.transaction(durable=durable) as tx:
                 snap = tx.create(kind, key, parent, labels, time.time())
                 if snap.parent_ids != chain:
                     raise FailedPrecondition(f"parent {parent!r} of {key!r} changed meanwhile")
@@ -449,6 +511,38 @@ class SnapshotterBase:
             raise
         finally:
             os.close(lock)
+
+    def _create_in_transaction(
+        self,
+        kind: str,
+        key: str,
+        parent: str | None,
+        labels: dict[str, str],
+        *,
+        durable: bool,
+        populate: Callable[[str, Snapshot], None] | None = None,
+    ) -> Snapshot:
+        """:meth:`_create` for a quick :meth:`_populate` (or ``populate``): the
+        directory is made and filled in the write transaction that adds its row, under
+        its final name (no staging directory to make, lock and rename: a pull makes one
+        per layer). cleanup() cannot look meanwhile: it takes the write lock too."""
+        final = ""
+        try:
+            with self._meta.transaction(durable=durable) as tx:
+                snap = tx.create(kind, key, parent, labels, time.time())
+                final = self.snapshot_dir(snap.id)
+                # a crash after the mkdir and before the commit leaves this id's
+                # directory behind; no row owns it, as the id is new
+                _remove_tree(final)
+                os.mkdir(final, 0o700)
+                (populate or self._populate)(final, snap)
+                return snap
+        except BaseException as exc:
+            if final:
+                _remove_tree(final)
+            if isinstance(exc, OSError):
+                raise mount_error(exc, f"preparing snapshot {key!r}") from exc
+            raise
 
     def _new_dir(self) -> tuple[str, int]:
         """A fresh ``new-*`` directory and an fd holding an exclusive flock on it."""
@@ -470,23 +564,54 @@ class SnapshotterBase:
             raise WrongKind(f"snapshot {key!r} is committed: mount a view or prepare on it")
         return self._mounts(snap)
 
-    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+    def commit(
+        self,
+        name: str,
+        key: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        durable: bool = True,
+    ) -> None:
         with self._meta.transaction(write=False) as tx:
             snap = tx.get(key)
         if snap.kind != ACTIVE:
             raise WrongKind(f"snapshot {key!r} is {snap.kind}, only an active one can be committed")
         usage = self._measure(snap)  # outside the write lock: it reads the whole tree
-        with self._meta.transaction() as tx:
-            tx.commit_active(
+        with self._meta.transaction(durable=durable) as tx:
+            done = tx.commit_active(
                 key, name, None if labels is None else dict(labels), usage, time.time()
             )
+            if not durable:  # in the same transaction: never the row without its label
+                from portside.image.snapshots.unsynced import boot_id
+
+                tx.add_labels(done.id, {UNSYNCED_LABEL: boot_id()})
+
+    def sync(self, names: Iterable[str] = ()) -> None:
+        names = list(names)
+        self.syncfs()
+        with self._meta.transaction() as tx:
+            tx.clear_label(UNSYNCED_LABEL, keys=names)
+
+    def syncfs(self) -> None:
+        """One ``syncfs`` of every file system the snapshots and their database are on."""
+        from portside.image.content_common import syncfs
+
+        for path in self._sync_paths:
+            try:
+                syncfs(path)
+            except OSError as exc:
+                raise mount_error(exc, f"syncing snapshots in {path}") from exc
 
     def remove(self, key: str) -> None:
         with self._meta.transaction() as tx:
             snap = tx.remove(key)
         # the row is gone: from here a crash leaves only a directory, for cleanup()
-        path = self.snapshot_dir(snap.id)
-        doomed = os.path.join(self._snapshots, f"rm-{snap.id}")
+        self._discard(snap.id, key)
+
+    def _discard(self, sid: int, key: str) -> None:
+        """Remove the directory of snapshot ``sid``, whose row is gone."""
+        path = self.snapshot_dir(sid)
+        doomed = os.path.join(self._snapshots, f"rm-{sid}")
         try:
             os.rename(path, doomed)
         except FileNotFoundError:

@@ -62,6 +62,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 #: connections a forked child inherited: kept referenced, so never closed in the child
 _INHERITED: list[sqlite3.Connection] = []
 MAX_KEY = 4096
+#: parent chains cached per store (see MetaStore._chains)
+_MAX_CHAINS = 4096
 
 _CHAIN = """
 WITH RECURSIVE chain (id, parent, depth) AS (
@@ -108,10 +110,16 @@ class MetaStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        #: id -> parent chain of snapshots seen: a chain never changes (parents are
+        #: fixed, ids never reused), and a pull asks for one per layer, 200 deep
+        self._chains: dict[int, tuple[int, ...]] = {}
 
-    def transaction(self, *, write: bool = True) -> Transaction:
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Transaction:
         """A transaction (a context manager): committed on a clean exit, rolled back
-        when the block raises."""
+        when the block raises. A write is on disk when the block ends; one that is
+        not ``durable`` is only atomic (``synchronous=NORMAL``: a power loss may
+        take it back, with every later one, until the next durable commit or a
+        ``syncfs`` of the file system)."""
         local = self._local
         conn = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
@@ -119,12 +127,22 @@ class MetaStore:
                 _INHERITED.append(conn)  # the parent's: neither used nor closed here
             local.conn = None
             conn = self._connect()
-            local.conn, local.pid = conn, os.getpid()
+            local.conn, local.pid, local.lazy = conn, os.getpid(), False
         elif conn.in_transaction:  # a transaction inside another one: a connection of its own
-            return Transaction(self._connect(), self.path, write)
+            return Transaction(
+                self._connect(), self.path, write, durable=durable, chains=self._chains
+            )
         else:
             self._check_version(conn)
-        return Transaction(conn, self.path, write, keep=self._forget)
+        return Transaction(
+            conn,
+            self.path,
+            write,
+            keep=self._forget,
+            durable=durable,
+            chains=self._chains,
+            state=local,
+        )
 
     def _forget(self, conn: sqlite3.Connection) -> None:
         """Drop ``conn`` (after an error): the thread's next transaction reconnects."""
@@ -195,11 +213,19 @@ class Transaction:
         path: str,
         write: bool,
         keep: Callable[[sqlite3.Connection], None] | None = None,
+        *,
+        durable: bool = True,
+        chains: dict[int, tuple[int, ...]] | None = None,
+        state: threading.local | None = None,
     ) -> None:
         self._conn = conn
         self._path = path
         self._write = write
         self._keep = keep
+        self._lazy = write and not durable
+        self._chains = chains if chains is not None else {}
+        #: the thread's cached connection remembers its synchronous mode there
+        self._state = state
 
     def _release(self, failed: bool) -> None:
         if self._keep is None:
@@ -209,6 +235,8 @@ class Transaction:
 
     def __enter__(self) -> Transaction:
         try:
+            if self._write:
+                self._set_synchronous()
             self._conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
         except sqlite3.Error as exc:
             self._release(True)
@@ -226,6 +254,16 @@ class Transaction:
         finally:
             self._release(failed)
 
+    def _set_synchronous(self) -> None:
+        """``synchronous`` for this write: NORMAL when not durable, else FULL (the
+        default), changed only when the connection has the other."""
+        state = self._state
+        if state is not None and getattr(state, "lazy", False) == self._lazy:
+            return
+        self._conn.execute(f"PRAGMA synchronous = {'NORMAL' if self._lazy else 'FULL'}")
+        if state is not None:
+            state.lazy = self._lazy
+
     def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
             return self._conn.execute(sql, tuple(args)).fetchall()
@@ -236,11 +274,20 @@ class Transaction:
 
     def get(self, key: str) -> Snapshot:
         """The snapshot ``key`` with its parent chain, or SnapshotNotFound."""
-        rows = self._rows("SELECT id, kind FROM snapshots WHERE key = ?", (key,))
+        rows = self._rows("SELECT id, kind, parent FROM snapshots WHERE key = ?", (key,))
         if not rows:
             raise SnapshotNotFound(f"snapshot {key!r} does not exist")
-        sid, kind = int(rows[0][0]), str(rows[0][1])  # type: ignore[call-overload]
-        chain = [int(r[0]) for r in self._rows(_CHAIN, (sid,))]  # type: ignore[call-overload]
+        sid, kind, parent = int(rows[0][0]), str(rows[0][1]), rows[0][2]  # type: ignore[call-overload]
+        if parent is None:
+            return Snapshot(sid, key, kind, [])
+        above = self._chains.get(int(parent))  # type: ignore[call-overload]
+        if above is None:
+            chain = [int(r[0]) for r in self._rows(_CHAIN, (sid,))]  # type: ignore[call-overload]
+        else:
+            chain = [int(parent), *above]  # type: ignore[call-overload]
+        if len(self._chains) >= _MAX_CHAINS:
+            self._chains.clear()
+        self._chains[sid] = tuple(chain)
         return Snapshot(sid, key, kind, chain)
 
     def info(self, key: str) -> Info:
@@ -366,6 +413,69 @@ class Transaction:
                 )
         self._execute("UPDATE snapshots SET updated = ? WHERE id = ?", (now, snap.id))
         return self.info(info.name)
+
+    def add_labels(self, sid: int, labels: Mapping[str, str]) -> None:
+        """Set ``labels`` on the snapshot ``sid``, keeping its others."""
+        validate_labels(labels)
+        self._set_labels(sid, labels)
+
+    def labelled(self, label: str) -> list[tuple[int, str, str, str]]:
+        """(id, key, kind, value) of every snapshot that has ``label``."""
+        rows = self._rows(
+            "SELECT s.id, s.key, s.kind, l.value FROM labels l JOIN snapshots s"
+            " ON s.id = l.snapshot WHERE l.key = ? ORDER BY s.id",
+            (label,),
+        )
+        return [(int(i), str(k), str(t), str(v)) for i, k, t, v in rows]  # type: ignore[call-overload]
+
+    def clear_label(self, label: str, *, keys: Sequence[str] = (), ids: Sequence[int] = ()) -> int:
+        """Remove ``label`` from the snapshots ``keys`` and all their ancestors, and
+        from the snapshots ``ids``; returns how many lost it."""
+        changed = 0
+        if keys:
+            marks = ", ".join("?" * len(keys))
+            changed += self._count(
+                "WITH RECURSIVE chain (id, parent) AS ("
+                f" SELECT id, parent FROM snapshots WHERE key IN ({marks})"
+                " UNION SELECT s.id, s.parent FROM snapshots s JOIN chain c ON s.id = c.parent)"
+                " DELETE FROM labels WHERE key = ? AND snapshot IN (SELECT id FROM chain)",
+                (*keys, label),
+            )
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            changed += self._count(
+                f"DELETE FROM labels WHERE key = ? AND snapshot IN ({marks})", (label, *ids)
+            )
+        return changed
+
+    def descendants(self, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """(id, key, kind) of the snapshots ``ids`` and of every snapshot above them."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._rows(
+            "WITH RECURSIVE tree (id) AS ("
+            f" SELECT id FROM snapshots WHERE id IN ({marks})"
+            " UNION SELECT s.id FROM snapshots s JOIN tree t ON s.parent = t.id)"
+            " SELECT s.id, s.key, s.kind FROM snapshots s JOIN tree t ON s.id = t.id",
+            tuple(ids),
+        )
+        return [(int(i), str(k), str(t)) for i, k, t in rows]  # type: ignore[call-overload]
+
+    def delete_rows(self, ids: Sequence[int]) -> None:
+        """Delete the rows ``ids`` in one statement (children and parents together)."""
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            self._execute(f"DELETE FROM snapshots WHERE id IN ({marks})", tuple(ids))
+
+    def _count(self, sql: str, args: Sequence[object]) -> int:
+        """Run ``sql``; the rows it changed (``rowcount`` is -1 for a ``WITH``)."""
+        try:
+            before = self._conn.total_changes
+            self._conn.execute(sql, tuple(args))
+            return self._conn.total_changes - before
+        except sqlite3.Error as exc:
+            raise Internal(f"{str(exc).lower()} in {self._path}") from exc
 
     def _set_labels(self, sid: int, labels: Mapping[str, str]) -> None:
         for key, value in labels.items():

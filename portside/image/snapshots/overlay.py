@@ -161,6 +161,7 @@ class OverlaySnapshotter(SnapshotterBase):
     """Snapshots as overlayfs layers; see the module docstring."""
 
     driver = "overlay"
+    quick_populate = True  # two mkdirs
 
     def __init__(self, root: str, *, features: OverlayFeatures | None = None) -> None:
         if any(c in os.path.abspath(root) for c in ",:"):
@@ -175,6 +176,24 @@ class OverlaySnapshotter(SnapshotterBase):
         if snap.kind == ACTIVE:
             os.mkdir(os.path.join(path, "work"), 0o711)
 
+    def _populate_direct(self, path: str, snap: Snapshot) -> None:
+        os.mkdir(os.path.join(path, "fs"), 0o755)  # no work: made if it is ever mounted
+
+    def prepare_direct(
+        self, key: str, parent: str | None = None, *, durable: bool = True
+    ) -> tuple[str, list[str], str]:
+        """:meth:`prepare` for an unpack, which writes into the snapshot's directory
+        and never mounts it: (that directory, the lower layers' directories topmost
+        first, the whiteout mode to apply with). No ``work`` directory and no mount
+        options are made (a pull prepares one snapshot per layer, on chains hundreds
+        deep); :meth:`mounts` still gives the snapshot's mounts, if it is asked."""
+        snap = self._create_in_transaction(
+            ACTIVE, key, parent, {}, durable=durable, populate=self._populate_direct
+        )
+        if not snap.parent_ids:
+            return self.fs_dir(snap.id), [], "remove"  # what its bind mount gives
+        return self.fs_dir(snap.id), [self.fs_dir(p) for p in snap.parent_ids], "overlay"
+
     def _mounts(self, snap: Snapshot) -> list[Mount]:
         writable = snap.kind == ACTIVE
         if not snap.parent_ids:
@@ -184,6 +203,10 @@ class OverlaySnapshotter(SnapshotterBase):
         options = ["index=off"] if self.features.index_off else []
         if writable:
             work = os.path.join(self.snapshot_dir(snap.id), "work")
+            try:  # prepare_direct made none
+                os.mkdir(work, 0o711)
+            except FileExistsError:
+                pass
             options += [f"workdir={work}", f"upperdir={self.fs_dir(snap.id)}"]
         options.append("lowerdir=" + ":".join(self.fs_dir(p) for p in snap.parent_ids))
         return [Mount("overlay", "overlay", options)]
