@@ -189,60 +189,104 @@ def _error_line(exc: BaseException) -> bytes:
     return _encode({"errorDetail": {"message": text}, "error": text})
 
 
+#: how long a streamed call's messages gather before the next write (seconds): a
+#: pull of hundreds of layers sends thousands; one write (and one wake-up of the
+#: event loop and the client) each would compete with the pull for the CPU
+FLUSH_INTERVAL = 0.025
+
+
+class _Outbox:
+    """Messages handed over from a worker thread to the event loop: the loop is woken
+    once per batch, not once per message."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[dict | _Done] = []
+        self.ready = asyncio.Event()  # the loop's: items wait
+        self.finished = asyncio.Event()  # the loop's: the _Done is among them
+        self.woken = False  # a wake-up is on its way
+        self.gone = threading.Event()  # the loop is closed: nobody listens any more
+
+    def post(self, item: dict | _Done) -> None:
+        """From any thread."""
+        last = isinstance(item, _Done)
+        with self.lock:
+            self.items.append(item)
+            if self.woken and not last:
+                return
+            self.woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake, last)
+        except RuntimeError:
+            self.gone.set()
+
+    def _wake(self, last: bool) -> None:
+        self.ready.set()
+        if last:
+            self.finished.set()
+
+    async def take(self) -> list[dict | _Done]:
+        """What has been posted (at least one item; waits for it)."""
+        await self.ready.wait()
+        with self.lock:
+            items, self.items, self.woken = self.items, [], False
+            self.ready.clear()
+        return items
+
+    async def gather(self, seconds: float) -> None:
+        """Let messages gather for ``seconds``, unless the last one comes first."""
+        if not self.finished.is_set():
+            try:
+                await asyncio.wait_for(self.finished.wait(), seconds)
+            except TimeoutError:
+                pass
+
+
 async def stream_progress(request: web.Request, run: object) -> web.StreamResponse:
     """Run ``run(progress)`` (a blocking engine call) in its own thread and stream the
-    messages it hands ``progress`` (from any thread). The headers wait for the first
-    message, so an early error is an HTTP error. When the client goes away, the next
-    ``progress`` call raises, which ends the call."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict | _Done] = asyncio.Queue()
-    gone = threading.Event()
-
-    def post(item: dict | _Done) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody listens any more
-            gone.set()
+    messages it hands ``progress`` (from any thread), a batch per write at most every
+    :data:`FLUSH_INTERVAL`. The headers wait for the first message, so an early error
+    is an HTTP error. When the client goes away, the next ``progress`` call raises,
+    which ends the call."""
+    outbox = _Outbox(asyncio.get_running_loop())
 
     def progress(message: dict) -> None:
-        if gone.is_set():
+        if outbox.gone.is_set():
             raise ClientGone("the client went away")
-        post(message)
+        outbox.post(message)
 
     def target() -> None:
         try:
             run(progress)  # type: ignore[operator]
         except BaseException as exc:  # handed to the loop
-            post(_Done(exc))
+            outbox.post(_Done(exc))
         else:
-            post(_Done(None))
+            outbox.post(_Done(None))
 
     threading.Thread(target=target, name="portside-api-registry", daemon=True).start()
     try:
-        item = await queue.get()
-        if isinstance(item, _Done) and item.error is not None:
-            raise item.error
+        items = await outbox.take()
+        if isinstance(items[0], _Done) and items[0].error is not None:
+            raise items[0].error
         resp = await start_stream(request, "application/json")
         while True:
-            batch = []
-            while not isinstance(item, _Done):  # what is queued already: one write
-                batch.append(_encode(item))
-                if queue.empty():
-                    break
-                item = queue.get_nowait()
+            done = next((i for i in items if isinstance(i, _Done)), None)
+            batch = [_encode(i) for i in items if not isinstance(i, _Done)]
             if batch:
                 await resp.write(b"".join(batch))
-            if isinstance(item, _Done):
+            if done is not None:
                 break
-            item = await queue.get()
-        if item.error is not None:
-            if not isinstance(item.error, PortsideError):
-                log.error("streamed call failed", exc_info=item.error)
-            await resp.write(_error_line(item.error))
+            await outbox.gather(FLUSH_INTERVAL)
+            items = await outbox.take()
+        if done.error is not None:
+            if not isinstance(done.error, PortsideError):
+                log.error("streamed call failed", exc_info=done.error)
+            await resp.write(_error_line(done.error))
         await resp.write_eof()
         return resp
     finally:
-        gone.set()
+        outbox.gone.set()
 
 
 async def _pull(request: web.Request) -> web.StreamResponse:

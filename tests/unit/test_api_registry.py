@@ -222,6 +222,27 @@ def test_error_after_a_message_is_an_error_line(engine: RegistryEngine) -> None:
     assert len(lines(text)) == 3 and text.endswith("\r\n")
 
 
+def test_a_stream_of_messages_goes_out_in_few_writes(engine: RegistryEngine) -> None:
+    def burst(progress: Progress) -> None:  # a message a millisecond, as a many-layer pull
+        for n in range(400):
+            progress({"status": "Extracting", "progressDetail": {"current": n}, "id": "abc"})
+            time.sleep(0.001)
+
+    engine.script = burst
+
+    async def body(c: TestClient) -> tuple[list[int], int]:
+        r = await c.post("/images/create?fromImage=127.0.0.1:5000/app&tag=v1")
+        data, writes = b"", 0
+        async for chunk, end_of_chunk in r.content.iter_chunks():
+            data += chunk
+            writes += end_of_chunk
+        return [m["progressDetail"]["current"] for m in lines(data.decode())], writes
+
+    sent, writes = run(engine, body)
+    assert sent == list(range(400))  # all of them, in order
+    assert writes < 100  # gathered (~40 a second): not a write and a wake-up each
+
+
 def test_a_client_that_goes_away_ends_the_pull(engine: RegistryEngine) -> None:
     def forever(progress: Progress) -> None:
         deadline = time.monotonic() + 10
