@@ -520,36 +520,59 @@ class Webhooks:
         """Lease one due row for ``lease`` seconds (a hook's rows in order; other
         hooks' rows are not behind it), counting the attempt; None when none is due."""
         now = time.time() if now is None else now
+        with self.db.begin() as conn:
+            for row in self._due(conn, now):
+                claim = self._take(conn, row, owner, now, lease)
+                if claim is not None:
+                    return claim
+        return None
+
+    def _due(self, conn: sa.Connection, now: float) -> list[Any]:
+        """Up to 8 rows that may be claimed at ``now``, the most overdue first. Read
+        outside any lock: by the time one is taken it may have been claimed and even
+        settled by someone else (see :meth:`_take`)."""
         o = outbox_table.c
         free = sa.or_(o.lease_until.is_(None), o.lease_until < now)
         query = self._heads().where(o.next_attempt <= now, free)
-        with self.db.begin() as conn:
-            candidates = conn.execute(query.order_by(o.next_attempt, o.id).limit(8)).all()
-            for row in candidates:
-                token = f"{owner}:{secrets.token_hex(6)}"[:64]
-                won = conn.execute(
-                    sa.update(outbox_table)
-                    .where(o.id == row.id, o.state == PENDING, free)
-                    .values(
-                        lease_owner=token,
-                        lease_until=now + lease,
-                        attempts=o.attempts + 1,
-                        updated_at=now,
-                    )
-                ).rowcount
-                if won == 1:
-                    return Claim(
-                        outbox_id=row.id,
-                        uuid=row.uuid,
-                        hook_id=row.hook_id,
-                        url=row.url,
-                        secret=row.secret,
-                        action=row.action,
-                        payload=bytes(row.payload),
-                        attempt=row.attempts + 1,
-                        token=token,
-                    )
-        return None
+        return list(conn.execute(query.order_by(o.next_attempt, o.id).limit(8)).all())
+
+    def _take(
+        self, conn: sa.Connection, row: Any, owner: str, now: float, lease: float
+    ) -> Claim | None:
+        """Lease ``row`` (as :meth:`_due` read it) if it is still as read: pending, due,
+        not leased, and with no attempt since (else another worker may have tried it
+        and set its retry meanwhile: a second POST at once would skip the back-off)."""
+        o = outbox_table.c
+        token = f"{owner}:{secrets.token_hex(6)}"[:64]
+        won = conn.execute(
+            sa.update(outbox_table)
+            .where(
+                o.id == row.id,
+                o.state == PENDING,
+                o.attempts == row.attempts,
+                o.next_attempt <= now,
+                sa.or_(o.lease_until.is_(None), o.lease_until < now),
+            )
+            .values(
+                lease_owner=token,
+                lease_until=now + lease,
+                attempts=o.attempts + 1,
+                updated_at=now,
+            )
+        ).rowcount
+        if won != 1:
+            return None
+        return Claim(
+            outbox_id=row.id,
+            uuid=row.uuid,
+            hook_id=row.hook_id,
+            url=row.url,
+            secret=row.secret,
+            action=row.action,
+            payload=bytes(row.payload),
+            attempt=row.attempts + 1,
+            token=token,
+        )
 
     def release_dead(
         self, place: str, alive: Callable[[int], bool], *, now: float | None = None

@@ -131,6 +131,15 @@ def deliveries(reg: RegistryServer, hook_id: int, **auth: Any) -> list[dict[str,
     return api(reg, "GET", f"/api/v1/webhooks/{hook_id}/deliveries", **auth)["deliveries"]
 
 
+def delivered(reg: RegistryServer, hook_id: int, **auth: Any) -> list[dict[str, Any]]:
+    """The hook's delivery log once its newest delivery is delivered (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while (log := deliveries(reg, hook_id, **auth))[0]["state"] != "delivered":
+        assert time.monotonic() < deadline, log
+        time.sleep(0.05)
+    return log
+
+
 def test_a_push_produces_a_signed_push_event(tmp_path: Any, receivers: list[Receiver]) -> None:
     receiver = Receiver()
     receivers.append(receiver)
@@ -162,10 +171,7 @@ def test_a_push_produces_a_signed_push_event(tmp_path: Any, receivers: list[Rece
         assert event["actor"]["name"] == "alice"
         assert {"id", "timestamp", "request", "source"} <= set(event)
 
-        deadline = time.monotonic() + 10
-        while (log := deliveries(reg, hook["id"], **alice))[0]["state"] != "delivered":
-            assert time.monotonic() < deadline, log
-            time.sleep(0.05)
+        log = delivered(reg, hook["id"], **alice)
         (row,) = log
         assert (row["attempts"], row["status_code"]) == (1, 200)
         assert row["delivery"] == headers["X-Portside-Delivery"]
@@ -193,10 +199,7 @@ def test_a_failing_receiver_gets_it_on_the_third_attempt(
         assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 1.9  # 1 s, then 2 s
         assert len({h["X-Portside-Delivery"] for _, _, h, _ in seen}) == 1
         assert len({body for _, _, _, body in seen}) == 1
-        deadline = time.monotonic() + 10
-        while (log := deliveries(reg, hook["id"]))[0]["state"] != "delivered":
-            assert time.monotonic() < deadline, log
-            time.sleep(0.05)
+        log = delivered(reg, hook["id"])
         detail = api(reg, "GET", f"/api/v1/webhooks/{hook['id']}/deliveries/{log[0]['id']}")
         assert [a["status_code"] for a in detail["attempts_log"]] == [500, 503, 200]
         assert receiver.wait(3, timeout=1.5) == seen  # nothing more
@@ -224,10 +227,7 @@ def test_a_crash_mid_retry_still_delivers(tmp_path: Any, receivers: list[Receive
         reg.start()
         seen = receiver.wait(2)
         assert seen[0][2]["X-Portside-Delivery"] == seen[1][2]["X-Portside-Delivery"]
-        deadline = time.monotonic() + 10
-        while (log := deliveries(reg, hook["id"]))[0]["state"] != "delivered":
-            assert time.monotonic() < deadline, log
-            time.sleep(0.05)
+        log = delivered(reg, hook["id"])
         assert (log[0]["attempts"], log[0]["status_code"]) == (2, 200)
 
 
@@ -251,10 +251,7 @@ def test_a_crash_mid_attempt_sends_again_at_restart(
         reg.start()
         seen = receiver.wait(2, timeout=10)  # the dead process's lease is freed at start
         assert seen[0][2]["X-Portside-Delivery"] == seen[1][2]["X-Portside-Delivery"]
-        deadline = time.monotonic() + 10
-        while (log := deliveries(reg, hook["id"]))[0]["state"] != "delivered":
-            assert time.monotonic() < deadline, log
-            time.sleep(0.05)
+        log = delivered(reg, hook["id"])
         assert (log[0]["attempts"], log[0]["status_code"]) == (2, 200)
 
 

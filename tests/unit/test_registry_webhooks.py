@@ -403,6 +403,27 @@ def test_a_lease_keeps_others_off_until_it_expires(hooks: Webhooks) -> None:
     assert len(hooks.attempts(first.outbox_id)) == 2  # both POSTs are in the log
 
 
+def test_a_claim_read_before_another_attempt_does_not_send_again(hooks: Webhooks) -> None:
+    # two workers read the due row; one claims it, fails and sets the retry; the
+    # other's claim, from what it read before, must not send it again at once
+    hook = hooks.create("http://h/a", namespace="alice")
+    hooks.enqueue(push_event())
+    t = time.time() + 1
+    with hooks.db.begin() as conn:
+        (stale,) = hooks._due(conn, t)
+    first = hooks.claim("A", now=t, lease=60)
+    assert first is not None and first.attempt == 1
+    worker = deliverer(hooks, Receiver({"http://h/a": [500]}), Clock(t))
+    failed = worker.attempt(first)
+    assert hooks.finish(first, failed, delivered=False, retry_at=t + 2)
+    with hooks.db.begin() as conn:
+        assert hooks._take(conn, stale, "B", t + 0.01, 60) is None
+    assert hooks.claim("B", now=t + 0.01, lease=60) is None  # not due until t + 2
+    again = hooks.claim("B", now=t + 2, lease=60)
+    assert again is not None and again.attempt == 2
+    assert hooks.deliveries(hook.id)[0].attempts == 2
+
+
 def test_concurrent_claims_never_share_a_row(hooks: Webhooks) -> None:
     for n in range(12):
         hooks.create(f"http://h/{n}", namespace="alice")
