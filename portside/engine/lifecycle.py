@@ -623,23 +623,36 @@ class Lifecycle:
     def load(self) -> list[Container]:
         """Read the DB at engine start, clean up half-made containers and record exits
         that happened while the engine was down; the containers to restart by policy."""
-        known: set[str] = set()
+        rows = list(self.db.containers())
+        known = {c.id for _, c in rows}
+        base = os.path.join(self.paths.data_root, "containers")
+        doomed = [c.id for phase, c in rows if phase == CREATING or c.state.status == "removing"]
+        doomed += [entry for entry in os.listdir(base) if entry not in known]
+        gone = set(doomed)
+        if doomed:
+            self._settle_monitor()
+        for cid in doomed:
+            self._discard(cid)
         to_start = []
-        for phase, c in self.db.containers():
-            known.add(c.id)
-            if phase == CREATING or c.state.status == "removing":
-                self._discard(c.id)
+        for _, c in rows:
+            if c.id in gone:
                 continue
             self.containers[c.id] = c
             self._exits[c.id] = 0
             if self._reconcile(c):
                 to_start.append(c)
-        base = os.path.join(self.paths.data_root, "containers")
-        for entry in os.listdir(base):
-            if entry not in known:
-                self._discard(entry)
         self._remove_orphan_snapshots()
         return to_start
+
+    def _settle_monitor(self) -> None:
+        """Wait until the monitor has finished what it was doing: a create asked for
+        by the engine that died may still be running there (it does one thing at a
+        time, so a ping is answered after it). One asked for but not yet begun is
+        refused, its client being gone."""
+        try:
+            self.monitor.ping()
+        except (OSError, PortsideError):
+            pass  # no monitor: nothing in flight
 
     def _remove_orphan_snapshots(self) -> None:
         """Active snapshots keyed by a container ID no container has (a create or a

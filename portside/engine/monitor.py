@@ -46,7 +46,13 @@ from portside.engine.monitor_spawn import (
     spawn_container,
     spawn_exec,
 )
-from portside.errors import AlreadyExists, InvalidArgument, NotFound, PortsideError
+from portside.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PortsideError,
+    Unavailable,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -424,6 +430,10 @@ class Monitor:
 
     def op_create(self, conn: Conn, req: dict[str, Any]) -> None:
         cid = valid_id(req.get("id"))
+        if _hung_up(conn.sock):
+            # its engine died after asking: the next engine discards the half-made
+            # container, and must not find this create finishing behind its back
+            raise Unavailable(f"the client asking to create {cid} is gone: not creating it")
         self.reap()  # the runtime counts a zombie as stopped: it may be re-created already
         if cid in self.procs:
             raise AlreadyExists(f"container {cid} is already being monitored")
@@ -715,6 +725,16 @@ class Monitor:
 
 
 # --- logging and process setup ---------------------------------------------------------
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer of ``sock`` has closed it (nothing more to read, then EOF)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def log(message: str) -> None:

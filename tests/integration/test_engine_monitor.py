@@ -20,7 +20,7 @@ import pytest
 
 from portside.engine.logfile import read_logs
 from portside.engine.monitor_client import MonitorClient
-from portside.engine.monitor_proto import StreamDecoder
+from portside.engine.monitor_proto import StreamDecoder, encode_message
 from portside.errors import InvalidArgument, NotFound, PortsideError
 from portside.oci._json import SpecError
 from portside.runtime.container import Runtime
@@ -304,6 +304,29 @@ def test_failed_create_leaves_nothing(env: Env) -> None:
     assert _children(monitor) == ""
     assert [d for cid in env.ids for d in cgroup_dirs(cid)] == []
     assert env.client.ping()["containers"] == 0
+
+
+def test_a_create_whose_client_is_gone_is_not_made(env: Env) -> None:
+    # an engine killed right after asking: the next engine discards the container, so
+    # the monitor must not make it behind that engine's back
+    monitor = env.monitor_pid()
+    cid = unique_id("mon")
+    env.ids.append(cid)
+    request = {"op": "create", "id": cid, "bundle": env.bundle(cid, STOPPABLE), "tty": False,
+               "open_stdin": False, "stdin_once": False, "log_driver": "none", "log_opts": {},
+               "log_path": ""}  # fmt: skip
+    os.kill(monitor, signal.SIGSTOP)  # it reads the request only once the client is gone
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(os.path.join(env.exec_root, "monitor.sock"))
+            s.sendall(encode_message(request))
+    finally:
+        os.kill(monitor, signal.SIGCONT)
+    assert env.client.ping()["containers"] == 0
+    assert env.client.ping()["pid"] == monitor
+    with pytest.raises(NotFound):
+        env.runtime.load(cid)
+    assert cgroup_dirs(cid) == []
 
 
 def test_slow_client_is_dropped_not_the_container(env: Env) -> None:
