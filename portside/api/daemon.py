@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from portside.api.config import DaemonConfig, load_config, parse_host
 from portside.errors import FailedPrecondition, InvalidArgument, PortsideError
+from portside.linux.process import pid_exists
 
 log = logging.getLogger("portside.daemon")
 
@@ -172,7 +172,7 @@ def write_pidfile(path: str) -> None:
         pid = 0
     except (OSError, ValueError):
         pid = 0
-    if pid and pid != os.getpid() and _alive(pid):
+    if pid and pid != os.getpid() and pid_exists(pid):
         raise FailedPrecondition(
             f"pid file found, ensure portside daemon is not running or delete {path}"
         )
@@ -181,14 +181,6 @@ def write_pidfile(path: str) -> None:
     with open(tmp, "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
     os.replace(tmp, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
 
 
 async def run(cfg: DaemonConfig, engine: Any) -> None:

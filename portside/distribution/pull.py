@@ -38,11 +38,11 @@ from portside.distribution.errors import BadContent, UnsupportedContent
 from portside.distribution.progress import Throttle, noop
 from portside.distribution.pull_layers import (
     SOURCE_LABEL,
-    _hold,
-    _ignore,
-    _Layer,
-    _MemorySink,
-    _Puller,
+    Layer,
+    MemorySink,
+    Puller,
+    hold,
+    no_progress,
 )
 from portside.errors import InvalidArgument, PortsideError
 from portside.image.store import chain_ids
@@ -239,10 +239,10 @@ def _fetch_config(
     what = f"image config {digest} of {ref}"
     if desc.size > MAX_CONFIG:
         raise BadContent(f"{what}: {desc.size} bytes, more than {MAX_CONFIG}")
-    if _hold(content, lease, digest):
+    if hold(content, lease, digest):
         return content.read(digest, max_size=MAX_CONFIG)
-    sink = _MemorySink(desc.size, what)
-    registry.fetch_blob(ref.path, desc, sink, _ignore)
+    sink = MemorySink(desc.size, what)
+    registry.fetch_blob(ref.path, desc, sink, no_progress)
     raw = bytes(sink.data)
     _check_digest(raw, digest, what, desc.size)
     labels = {SOURCE_LABEL + ref.domain: ref.path}
@@ -310,12 +310,12 @@ def pull(
         config = _fetch_config(registry, ref, content, lease.id, target.manifest.config)
         diff_ids = _check_config(config, target, ref, platform)
         layers = [
-            _Layer(desc, diff_id, chain_id)
+            Layer(desc, diff_id, chain_id)
             for desc, diff_id, chain_id in zip(
                 target.manifest.layers, diff_ids, chain_ids(diff_ids), strict=True
             )
         ]
-        puller = _Puller(
+        puller = Puller(
             ref,
             registry=registry,
             content=content,

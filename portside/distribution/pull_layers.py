@@ -14,7 +14,7 @@ been committed under its digest. If the download starts over (the registry ignor
 a Range), the applier starts that layer over too.
 
 Blobs are committed and snapshots made with ``durable=False``: the pull syncs the
-blobs once at the end (:attr:`_Puller.unsynced` says whether it must). The first failure stops
+blobs once at the end (:attr:`Puller.unsynced` says whether it must). The first failure stops
 everything: downloads stop at their next chunk and abort their ingests, and the
 applier's uncommitted snapshot is removed.
 """
@@ -45,7 +45,16 @@ if TYPE_CHECKING:
     from portside.oci.image_spec import Descriptor
     from portside.oci.reference import Reference
 
-__all__ = ["MEMORY_BUDGET", "SMALL_BLOB", "SOURCE_LABEL"]
+__all__ = [
+    "MEMORY_BUDGET",
+    "SMALL_BLOB",
+    "SOURCE_LABEL",
+    "Layer",
+    "MemorySink",
+    "Puller",
+    "hold",
+    "no_progress",
+]
 
 #: label of a blob: ``<prefix><registry host>`` = comma-separated repositories
 SOURCE_LABEL = "portside.distribution.source."
@@ -64,7 +73,7 @@ class _Restart(Exception):
     """The download of the layer being read started over."""
 
 
-class _MemorySink:
+class MemorySink:
     """A BlobSink for small blobs (configs)."""
 
     def __init__(self, limit: int, what: str) -> None:
@@ -85,7 +94,7 @@ class _MemorySink:
         self.data.clear()
 
 
-def _hold(content: ContentStore, lease: str, digest: str) -> bool:
+def hold(content: ContentStore, lease: str, digest: str) -> bool:
     """Whether the store has the blob; if it does, the lease holds it from now on."""
     if not content.exists(digest):
         return False
@@ -93,7 +102,7 @@ def _hold(content: ContentStore, lease: str, digest: str) -> bool:
     return content.exists(digest)  # not collected before the lease took it
 
 
-def _ignore(_n: int) -> None:
+def no_progress(_n: int) -> None:
     pass
 
 
@@ -114,7 +123,7 @@ class _Transfer:
         self.uses = 0  #: layers still to unpack from it
 
 
-class _Layer:
+class Layer:
     __slots__ = ("chain_id", "desc", "diff_id", "id", "transfer", "unpack")
 
     def __init__(self, desc: Descriptor, diff_id: str, chain_id: str) -> None:
@@ -130,7 +139,7 @@ class _Sink:
     """What the registry client writes a layer into: the ingest, waking the applier
     at every write."""
 
-    def __init__(self, puller: _Puller, t: _Transfer, writer: Writer) -> None:
+    def __init__(self, puller: Puller, t: _Transfer, writer: Writer) -> None:
         self._puller = puller
         self._t = t
         self._writer = writer
@@ -158,10 +167,10 @@ class _Sink:
             self._puller.cond.notify_all()
 
 
-class _SmallSink(_MemorySink):
+class _SmallSink(MemorySink):
     """A small layer's sink: memory, stopping with the pull, reporting progress."""
 
-    def __init__(self, puller: _Puller, t: _Transfer) -> None:
+    def __init__(self, puller: Puller, t: _Transfer) -> None:
         super().__init__(t.desc.size, f"blob {t.desc.digest} of {puller.ref}")
         self._puller = puller
         self._t = t
@@ -180,7 +189,7 @@ class _Follower:
     the blob's size, raises _Restart if the download started over and _Cancelled if
     the pull is stopping. A blob the store had already is hashed as it is read."""
 
-    def __init__(self, puller: _Puller, layer: _Layer) -> None:
+    def __init__(self, puller: Puller, layer: Layer) -> None:
         self._p = puller
         self._t = t = layer.transfer
         assert t is not None
@@ -297,7 +306,7 @@ def _committed(snapshotter: Snapshotter, key: str) -> bool:
         return False
 
 
-class _Puller:
+class Puller:
     """The layers of one pull: downloads in a pool, one applier (the caller)."""
 
     def __init__(
@@ -337,7 +346,7 @@ class _Puller:
             self.stop.set()
             self.cond.notify_all()
 
-    def plan(self, layers: list[_Layer], *, quiet: bool) -> list[_Transfer]:
+    def plan(self, layers: list[Layer], *, quiet: bool) -> list[_Transfer]:
         """Decide each layer's work and report it (``quiet``: not the layers that
         exist, when the image does); returns the downloads, in order."""
         transfers: dict[str, _Transfer] = {}
@@ -346,7 +355,7 @@ class _Puller:
             digest = str(layer.desc.digest)
             layer.unpack = gap or not _committed(self.snapshotter, layer.chain_id)
             gap = layer.unpack
-            have = digest in self._existing or _hold(self.content, self.lease, digest)
+            have = digest in self._existing or hold(self.content, self.lease, digest)
             if have:
                 self._existing.add(digest)
             if have and not layer.unpack:
@@ -362,7 +371,7 @@ class _Puller:
             self.out.event("Pulling fs layer", layer.id)
         return [t for t in transfers.values() if not t.done]
 
-    def run(self, layers: list[_Layer], concurrency: int, *, quiet: bool = False) -> None:
+    def run(self, layers: list[Layer], concurrency: int, *, quiet: bool = False) -> None:
         """Fetch and unpack ``layers``; raises the first error, once every thread
         has stopped and cleaned up."""
         downloads = self.plan(layers, quiet=quiet)
@@ -424,7 +433,7 @@ class _Puller:
         """Fetch a small blob into memory, check it and store it in one write."""
         size, digest = t.desc.size, str(t.desc.digest)
         sink = _SmallSink(self, t)
-        self.registry.fetch_blob(self.ref.path, t.desc, sink, _ignore)
+        self.registry.fetch_blob(self.ref.path, t.desc, sink, no_progress)
         if self.stop.is_set():
             raise _Cancelled()
         self.out.update("Downloading", t.id, size, size, final=True)
@@ -470,7 +479,7 @@ class _Puller:
                     raise
                 restarted = True  # a leftover ingest of another size: start afresh
                 continue
-            if _hold(self.content, self.lease, digest):
+            if hold(self.content, self.lease, digest):
                 self._finish(t)
                 return None
 
@@ -492,7 +501,7 @@ class _Puller:
                 t.fd, t.written = fd, w.offset
                 self.cond.notify_all()
             if w.offset < t.desc.size:
-                self.registry.fetch_blob(self.ref.path, t.desc, _Sink(self, t, w), _ignore)
+                self.registry.fetch_blob(self.ref.path, t.desc, _Sink(self, t, w), no_progress)
             if self.stop.is_set():
                 raise _Cancelled()
             self.out.update("Downloading", t.id, t.desc.size, t.desc.size, final=True)
@@ -525,7 +534,7 @@ class _Puller:
 
     # --- the applier (the caller's thread) ------------------------------------------
 
-    def _apply(self, layer: _Layer, parent: str | None) -> None:
+    def _apply(self, layer: Layer, parent: str | None) -> None:
         while True:
             follower = _Follower(self, layer)
             try:

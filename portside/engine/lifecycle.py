@@ -626,16 +626,15 @@ class Lifecycle:
         rows = list(self.db.containers())
         known = {c.id for _, c in rows}
         base = os.path.join(self.paths.data_root, "containers")
-        doomed = [c.id for phase, c in rows if phase == CREATING or c.state.status == "removing"]
-        doomed += [entry for entry in os.listdir(base) if entry not in known]
-        gone = set(doomed)
+        doomed = {c.id for phase, c in rows if phase == CREATING or c.state.status == "removing"}
+        doomed.update(entry for entry in os.listdir(base) if entry not in known)
         if doomed:
             self._settle_monitor()
         for cid in doomed:
             self._discard(cid)
         to_start = []
         for _, c in rows:
-            if c.id in gone:
+            if c.id in doomed:
                 continue
             self.containers[c.id] = c
             self._exits[c.id] = 0

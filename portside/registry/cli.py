@@ -265,14 +265,14 @@ def build_hooks(
     hooks = trigs = None
     if config.webhooks:
         try:
-            from portside.registry import webhooks
+            from portside.registry import delivery, webhooks
         except ImportError:
             pass
         else:
             hooks = webhooks.Webhooks(db)
             outbox = webhooks.OutboxSink(hooks)
             sink = outbox
-            deliverer = webhooks.Deliverer(
+            deliverer = delivery.Deliverer(
                 hooks,
                 max_attempts=config.webhook_attempts,
                 backoff_base=config.webhook_backoff,

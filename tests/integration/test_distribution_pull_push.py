@@ -34,9 +34,9 @@ from portside.distribution.progress import Throttle, noop
 from portside.distribution.pull import SOURCE_LABEL, pull, pull_all_tags
 from portside.distribution.pull_layers import (
     MEMORY_BUDGET,
+    Layer,
+    Puller,
     _Follower,
-    _Layer,
-    _Puller,
     _Transfer,
 )
 from portside.distribution.push import COMPRESSED_LABEL, UNCOMPRESSED_LABEL, push
@@ -385,7 +385,7 @@ def test_follower_reads_a_growing_ingest_without_spinning(tmp_path: Any) -> None
     reg.put_blob("app", data)
     reg.delay = 0.02  # 20 chunks: ~0.4 s
     lease = content.create_lease("test-follower")
-    puller = _Puller(
+    puller = Puller(
         parse_reference(f"{HOST}/app"),
         registry=reg,  # type: ignore[arg-type]
         content=content,
@@ -394,7 +394,7 @@ def test_follower_reads_a_growing_ingest_without_spinning(tmp_path: Any) -> None
         out=Throttle(noop),
     )
     desc = Descriptor.of(mt.OCI_LAYER, data)
-    layer = _Layer(desc, str(desc.digest), str(desc.digest))
+    layer = Layer(desc, str(desc.digest), str(desc.digest))
     layer.transfer = _Transfer(desc)
     thread = threading.Thread(target=puller._download, args=(layer.transfer,))
     start, cpu = time.monotonic(), time.thread_time()

@@ -323,7 +323,8 @@ def test_two_processes_on_postgresql_share_the_outbox(postgres_url: str) -> None
     """Two deliverers, each with its own connection pool (as two registry processes):
     every row is sent exactly once and each hook's rows in order."""
     from portside.registry.db import Database
-    from portside.registry.webhooks import DELIVERED, Deliverer, Webhooks
+    from portside.registry.delivery import Deliverer
+    from portside.registry.webhooks import DELIVERED, Webhooks
 
     sent: list[tuple[str, str]] = []
     senders: set[threading.Thread] = set()

@@ -10,7 +10,8 @@ import pytest
 
 from portside.registry.cli import main
 from portside.registry.db import Database, sqlite_url
-from portside.registry.webhooks import Deliverer, Webhooks
+from portside.registry.delivery import Deliverer
+from portside.registry.webhooks import Webhooks
 
 
 def run(

@@ -24,13 +24,14 @@ from portside.registry.accounts import Accounts, LoginLimits
 from portside.registry.auth import TokenAccess
 from portside.registry.config import RegistryConfig
 from portside.registry.db import Database, sqlite_url
+from portside.registry.delivery import Deliverer
 from portside.registry.interfaces import OpenAccess
 from portside.registry.server import make_app
 from portside.registry.storage import Storage
 from portside.registry.tokens import TokenService
 from portside.registry.ui_images import _config_facts, _history, image_view
 from portside.registry.ui_session import Sessions
-from portside.registry.webhooks import Deliverer, Webhooks
+from portside.registry.webhooks import Webhooks
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_ATTR = '"><img src=x onerror=alert(2)>'

@@ -24,8 +24,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portside.errors import InvalidArgument, NotFound
+from portside.linux.process import pid_exists
 from portside.registry import hooks_api
 from portside.registry.db import Database, sqlite_url
+from portside.registry.delivery import Deliverer, post_http, process_place
 from portside.registry.interfaces import ANONYMOUS, AuthChallenge, OpenAccess, Principal
 from portside.registry.webhooks import (
     DELIVERED,
@@ -33,15 +35,11 @@ from portside.registry.webhooks import (
     FAILED,
     MEDIA_TYPE,
     PENDING,
-    Deliverer,
     OutboxSink,
     Webhooks,
     backoff,
     check_url,
     namespace_of,
-    pid_alive,
-    post_http,
-    process_place,
     sign,
 )
 
@@ -502,12 +500,12 @@ def test_leases_of_dead_processes_here_are_freed(hooks: Webhooks, dead_pid: int)
     living = hooks.claim(f"{place}:{os.getpid()}:x", now=t, lease=60)
     far = hooks.claim(f"otherhost/1:{dead_pid}:x", now=t, lease=60)  # not ours to judge
     assert dead is not None and living is not None and far is not None
-    assert not pid_alive(dead_pid) and pid_alive(os.getpid())
-    assert hooks.release_dead(place, pid_alive, now=t + 1) == 1
+    assert not pid_exists(dead_pid) and pid_exists(os.getpid())
+    assert hooks.release_dead(place, pid_exists, now=t + 1) == 1
     again = hooks.claim("new", now=t + 1, lease=60)
     assert again is not None and (again.outbox_id, again.attempt) == (dead.outbox_id, 2)
     assert hooks.claim("new", now=t + 1, lease=60) is None  # the others still hold theirs
-    assert hooks.release_dead(place, pid_alive, now=t + 2) == 0
+    assert hooks.release_dead(place, pid_exists, now=t + 2) == 0
 
 
 def test_a_starting_deliverer_retries_what_a_dead_process_held(
