@@ -12,6 +12,7 @@ from portside.client.http import APIError, ConnectionFailed, quote
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
     from portside.cli.flags import Parsed
     from portside.cli.main import Context
@@ -80,14 +81,16 @@ def _create(ctx: Context, p: Parsed, *, detach: bool, command: str) -> tuple[str
             f"container ID file found, make sure the other container isn't running or delete "
             f"{cidfile}"
         )
-    ref = _named(body["Image"])
-    if policy == "always" and ref is not None:
+    # the reference is parsed only for a pull: its regexps cost every run ~10 ms of imports
+    ref = _named(body["Image"]) if policy == "always" else None
+    if ref is not None:
         _pull_for_create(ctx, ref, p)
     try:
         created = ctx.client.container_create(body, name)
     except APIError as exc:
         missing = exc.status == 404 and "No such image" in exc.message
-        if not (missing and policy == "missing" and ref is not None):
+        ref = _named(body["Image"]) if missing and policy == "missing" else None
+        if ref is None:
             raise
         if not p.quiet:
             ctx.err.write(f"Unable to find image '{ref.familiar()}' locally\n")
@@ -152,14 +155,10 @@ def _run_attached(
     ctx: Context, cid: str, body: dict, keys: bytes, *, keys_spec: str | None, sig_proxy: bool
 ) -> int:
     """docker's runContainer after create: proxy signals, attach, wait, start, stream."""
-    import contextlib
-
-    from portside.cli.interactive import SignalProxy
+    from portside.cli.interactive import SignalProxy, nothing
 
     client = ctx.client
-    with contextlib.ExitStack() as stack:
-        if sig_proxy:
-            stack.enter_context(SignalProxy(lambda sig: client.container_kill(cid, sig)))
+    with SignalProxy(lambda sig: client.container_kill(cid, sig)) if sig_proxy else nothing():
         return _attach_start_wait(ctx, client, cid, body, keys, keys_spec=keys_spec)
 
 
@@ -212,25 +211,22 @@ def _attached_session(
     exec_: bool = False,
 ) -> bool:
     """Stream until the end; True when the user detached."""
-    import contextlib
-
     from portside.cli.interactive import (
         ResizeMonitor,
         SignalProxy,
+        nothing,
         raw_terminal,
         stream,
     )
 
     ctx.out.flush()
-    with contextlib.ExitStack() as stack:
-        if tty and stdin and os.isatty(0):
-            stack.enter_context(raw_terminal(0))
-        if tty and os.isatty(1):
-            stack.enter_context(
-                ResizeMonitor(lambda h, w: client.container_resize(ref, h, w, exec_=exec_))
-            )
-        if sig_proxy:
-            stack.enter_context(SignalProxy(lambda sig: client.container_kill(ref, sig)))
+    with (
+        raw_terminal(0) if tty and stdin and os.isatty(0) else nothing(),
+        ResizeMonitor(lambda h, w: client.container_resize(ref, h, w, exec_=exec_))
+        if tty and os.isatty(1)
+        else nothing(),
+        SignalProxy(lambda sig: client.container_kill(ref, sig)) if sig_proxy else nothing(),
+    ):
         try:
             return stream(
                 sock,
@@ -248,30 +244,37 @@ def _attached_session(
 class _Waiter:
     """A wait request sent before start and read in a thread. Docker's daemon
     answers the headers at once (the wait is registered then); we go on after
-    them, or after two seconds from a daemon that holds them back."""
+    them, or after two seconds from a daemon that holds them back. The thread is
+    ``_thread``'s: importing ``threading`` would cost every run ~4 ms."""
 
     def __init__(self, client: Client, cid: str, condition: str) -> None:
-        import threading
+        import _thread
 
         self.response: object = None
         self.value: tuple[int, str | None] | None = None
         self.error: Exception | None = None
-        self.registered = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(client, cid, condition), daemon=True)
-        self.thread.start()
-        self.registered.wait(2.0)
+        self.registered = _thread.allocate_lock()
+        self.finished = _thread.allocate_lock()
+        self.registered.acquire()
+        self.finished.acquire()
+        _thread.start_new_thread(self._run, (client, cid, condition))
+        _released(self.registered, 2.0)
 
     def _run(self, client: Client, cid: str, condition: str) -> None:
         from portside.client.api import read_wait
 
+        registered = False
         try:
             self.response = client.container_wait_request(cid, condition)
-            self.registered.set()
+            self.registered.release()
+            registered = True
             self.value = read_wait(self.response)  # type: ignore[arg-type]
         except Exception as exc:
             self.error = exc
         finally:
-            self.registered.set()
+            if not registered:
+                self.registered.release()
+            self.finished.release()
 
     def cancel(self) -> None:
         if self.response is not None:
@@ -279,8 +282,7 @@ class _Waiter:
 
     def detached(self, client: Client, cid: str) -> bool:
         """After the stream ended: did the container keep running (a detach)?"""
-        self.thread.join(1.0)
-        if not self.thread.is_alive():
+        if _released(self.finished, 1.0):
             return False
         try:
             state = client.container_inspect(cid).get("State") or {}
@@ -289,7 +291,7 @@ class _Waiter:
         return bool(state.get("Running")) and not state.get("Restarting")
 
     def result(self, ctx: Context) -> int:
-        self.thread.join()
+        _released(self.finished)
         if self.error is not None:
             if isinstance(self.error, APIError | ConnectionFailed):
                 raise self.error
@@ -298,6 +300,14 @@ class _Waiter:
         if message:
             raise ctx.error(f"portside: error waiting for container: {message}", 125)
         return code
+
+
+def _released(lock: Any, timeout: float = -1) -> bool:
+    """Wait until ``lock`` (held until an event) is released; False on timeout."""
+    if not lock.acquire(timeout=timeout):
+        return False
+    lock.release()
+    return True
 
 
 START_OPTS = [

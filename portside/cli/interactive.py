@@ -8,10 +8,11 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import select
     import socket
     from collections.abc import Callable
 
-__all__ = ["Demuxer", "parse_detach_keys", "raw_terminal", "stream"]
+__all__ = ["Demuxer", "nothing", "parse_detach_keys", "raw_terminal", "stream"]
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _CTRL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
@@ -144,7 +145,7 @@ def stream(
 ) -> bool:
     """Copy until the server closes the stream; True when the user typed the
     detach keys (the container keeps running)."""
-    import selectors
+    import select  # C: `selectors` would cost every attached command ~2 ms of imports
 
     def emit(kind: int, data: bytes) -> None:
         write_all(stderr_fd if kind == 2 else stdout_fd, data)
@@ -160,46 +161,44 @@ def stream(
 
     if buffered:
         output(buffered)
-    selector = selectors.DefaultSelector()
-    selector.register(sock, selectors.EVENT_READ, "sock")
+    poller = select.poll()
+    sock_fd = sock.fileno()
+    poller.register(sock_fd, select.POLLIN)
     if stdin_fd is not None:
-        selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "stdin":
-                    if not _forward_stdin(stdin_fd, sock, selector, watch):  # type: ignore[arg-type]
-                        return watch.seen
-                    if watch.seen:
-                        return True
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except (ConnectionResetError, OSError):
-                    data = b""
-                if not data:
+        poller.register(stdin_fd, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd != sock_fd:
+                if not _forward_stdin(fd, sock, poller, watch):
                     return watch.seen
-                output(data)
-                pending = getattr(sock, "pending", None)
-                while pending is not None and pending():
-                    output(sock.recv(65536))
-    finally:
-        selector.close()
+                if watch.seen:
+                    return True
+                continue
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, OSError):
+                data = b""
+            if not data:
+                return watch.seen
+            output(data)
+            pending = getattr(sock, "pending", None)
+            while pending is not None and pending():
+                output(sock.recv(65536))
 
 
-def _forward_stdin(fd: int, sock: socket.socket, selector: object, watch: _KeyWatch) -> bool:
+def _forward_stdin(fd: int, sock: socket.socket, poller: select.poll, watch: _KeyWatch) -> bool:
     """Copy what stdin has to the socket; at its end close our side for writing.
     False when the socket is gone."""
-    import socket as socketlib
+    import _socket
 
     try:
         data = os.read(fd, 32768)
     except OSError:
         data = b""
     if not data:
-        selector.unregister(fd)  # type: ignore[attr-defined]
+        poller.unregister(fd)
         try:
-            sock.shutdown(socketlib.SHUT_WR)
+            sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
         return True
@@ -221,6 +220,17 @@ def terminal_size(fd: int = 1) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
+class nothing:
+    """A context manager that does nothing: ``contextlib.nullcontext`` without the
+    ~4 ms that importing contextlib costs every attached command."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class ResizeMonitor:
     """Send the terminal size now and on every SIGWINCH (``resize(h, w)``)."""
 
@@ -239,16 +249,16 @@ class ResizeMonitor:
             pass
 
     def __enter__(self) -> ResizeMonitor:
-        import signal
+        import _signal
 
         self.update()
-        self.previous = signal.signal(signal.SIGWINCH, self.update)
+        self.previous = _signal.signal(_signal.SIGWINCH, self.update)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import signal
+        import _signal
 
-        signal.signal(signal.SIGWINCH, self.previous)  # type: ignore[arg-type]
+        _signal.signal(_signal.SIGWINCH, self.previous)
 
 
 class SignalProxy:
@@ -259,25 +269,25 @@ class SignalProxy:
     def __init__(self, kill: Callable[[str], None]) -> None:
         self.kill = kill
         self.previous: dict[int, object] = {}
+        self.names: dict[int, str] = {}
 
     def handle(self, signum: int, _frame: object) -> None:
-        import signal
-
         try:
-            self.kill(signal.Signals(signum).name)
+            self.kill(self.names[signum])
         except Exception:
             pass
 
     def __enter__(self) -> SignalProxy:
-        import signal
+        import _signal  # the enum-free core of `signal` (its import costs ~2 ms)
 
         for name in self.NAMES:
-            number = getattr(signal, name)
-            self.previous[number] = signal.signal(number, self.handle)
+            number = getattr(_signal, name)
+            self.names[number] = name
+            self.previous[number] = _signal.signal(number, self.handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import signal
+        import _signal
 
         for number, handler in self.previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
+            _signal.signal(number, handler)

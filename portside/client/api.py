@@ -18,9 +18,10 @@ from portside.client.http import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Iterator
     from typing import Any
+
+    from portside.client.http import Socket
 
 __all__ = ["API_VERSION", "Client", "encode_filters"]
 
@@ -72,9 +73,9 @@ class Client:
         """Send a request; raise APIError for a status >= 400."""
         hdrs = dict(headers or {})
         if body is not None:
-            import json
+            from portside.oci import fastjson
 
-            data = json.dumps(body).encode()
+            data = fastjson.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
         response = self.transport.request(
             method,
@@ -101,7 +102,7 @@ class Client:
 
     def hijack(
         self, path: str, *, query: dict[str, object] | None = None, body: object = None
-    ) -> tuple[socket.socket, bytes]:
+    ) -> tuple[Socket, bytes]:
         """POST with ``Upgrade: tcp``; the raw stream socket and buffered bytes."""
         response = self.request("POST", path, query=query, body=body, hijack=True)
         if response.status not in (101, 200):
@@ -139,7 +140,7 @@ class Client:
         stderr: bool = True,
         logs: bool = False,
         detach_keys: str | None = None,
-    ) -> tuple[socket.socket, bytes]:
+    ) -> tuple[Socket, bytes]:
         query: dict[str, object] = {
             "stream": 1,
             "stdin": int(stdin),

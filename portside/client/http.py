@@ -9,12 +9,12 @@ request, bodies read by Content-Length, chunked encoding or until close, and
 from __future__ import annotations
 
 import os
-import socket
 
 from portside.errors import InvalidArgument, PortsideError, Unavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from _socket import socket as Socket  # what every connection is, TLS or not
     from collections.abc import Iterator
 
 __all__ = [
@@ -134,10 +134,13 @@ class Transport:
         self.tls = tls
         self.timeout: float | None = None
 
-    def connect(self) -> socket.socket:
+    def connect(self) -> Socket:
         try:
             if self.scheme == "unix":
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                # the C module: `socket` costs a CLI command ~5 ms of imports (enum)
+                import _socket
+
+                sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 try:
                     sock.settimeout(self.timeout)
                     sock.connect(self.address)
@@ -149,6 +152,8 @@ class Transport:
             if not name:
                 name, port = self.address, ("2376" if self.tls else "2375")
             name = name.strip("[]")
+            import socket
+
             sock = socket.create_connection((name, int(port)), timeout=self.timeout)
         except (OSError, ValueError) as exc:
             raise ConnectionFailed(self.host, str(exc)) from exc
@@ -206,7 +211,7 @@ class Transport:
 class Response:
     """Status, headers (lower-case names) and a body readable once."""
 
-    def __init__(self, sock: socket.socket, method: str = "GET") -> None:
+    def __init__(self, sock: Socket, method: str = "GET") -> None:
         self.sock = sock
         self._buf = b""
         self._eof = False
@@ -327,17 +332,17 @@ class Response:
                 yield value
 
     def json(self) -> object:
-        import json
+        from portside.oci import fastjson
 
         data = self.read()
-        return json.loads(data) if data.strip() else None
+        return fastjson.loads(data) if data.strip() else None
 
     def error_message(self) -> str:
         data = self.read()
         try:
-            import json
+            from portside.oci import fastjson
 
-            message = json.loads(data).get("message")
+            message = fastjson.loads(data).get("message")
             if isinstance(message, str):
                 return message
         except (ValueError, AttributeError):
@@ -345,7 +350,7 @@ class Response:
         text = data.decode("utf-8", "replace").strip()
         return text or f"{self.status} {self.reason}".strip()
 
-    def detach(self) -> tuple[socket.socket, bytes]:
+    def detach(self) -> tuple[Socket, bytes]:
         """The raw socket of a hijacked connection and the bytes already buffered."""
         sock, buf = self.sock, self._buf
         self._buf = b""

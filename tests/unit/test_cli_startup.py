@@ -12,9 +12,12 @@ HEAVY = ("typing", "dataclasses", "asyncio", "aiohttp", "subprocess", "inspect")
 LAYERS = ("portside.engine", "portside.api", "portside.runtime", "portside.image")
 
 
-def _modules_after(args: list[str]) -> set[str]:
+def _modules_after(args: list[str], *, lean: bool = False) -> set[str]:
+    """What importing and running the CLI with ``args`` loaded; ``lean``: started
+    as the installed launcher starts it (``python -I -S``)."""
     code = (
         "import sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
         "from portside.cli.main import run_cli\n"
         f"run_cli({args!r})\n"
         "loaded = sorted(sys.modules)\n"
@@ -22,8 +25,9 @@ def _modules_after(args: list[str]) -> set[str]:
         "sys.stdout.flush()\n"
         "sys.stderr.write('\\n' + json.dumps(loaded))\n"
     )
+    flags = ["-I", "-S"] if lean else []
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, cwd=REPO, timeout=30, check=False
+        [sys.executable, *flags, "-c", code], capture_output=True, cwd=REPO, timeout=30, check=False
     )
     return set(json.loads(result.stderr.decode().rsplit("\n", 1)[-1]))
 
@@ -61,3 +65,29 @@ def test_daemon_and_tls_dispatch_lazily(monkeypatch) -> None:
         ("portside.api.daemon", ["--data-root", "/x"]),
         ("portside.tls", ["make", "--dir", "d"]),
     ]
+
+
+#: what ``run`` used to import and no longer needs (each cost it 1-8 ms of CPU): json
+#: and re (with enum), socket, selectors, threading, contextlib, hashlib (OpenSSL)
+RUN_SPARES = ("json", "re", "enum", "socket", "selectors", "threading", "contextlib", "hashlib")
+
+
+def test_run_imports_nothing_that_costs_milliseconds(tmp_path) -> None:
+    from portside.client.fakeserver import FakeDaemon
+
+    cid = "ab" * 32
+
+    def no_output(sock, _rec, _params):
+        sock.close()
+
+    with FakeDaemon(str(tmp_path)) as fake:
+        fake.route("POST", "/containers/create", json_body={"Id": cid, "Warnings": []}, status=201)
+        fake.route("POST", "/containers/{id}/attach", hijack=no_output)
+        fake.route("POST", "/containers/{id}/start", status=204)
+        fake.route("POST", "/containers/{id}/wait", json_body={"StatusCode": 0, "Error": None})
+        modules = _modules_after(["-H", fake.host, "run", "--rm", "busybox", "true"], lean=True)
+        assert [r.path.rsplit("/", 1)[-1] for r in fake.requests] == [
+            "create", "attach", "wait", "start"
+        ]  # fmt: skip
+    assert "portside.client.http" in modules
+    assert not _ours(modules, RUN_SPARES + HEAVY + LAYERS)
