@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from portside.linux.kernel import Kernel
+    from portside.linux.seccomp import BpfProgram
     from portside.oci.runtime_spec import LinuxResources, Process, Spec
     from portside.runtime.cgroups import CgroupManager
     from portside.runtime.namespaces import NamespacePlan
@@ -141,7 +142,7 @@ class Runtime:
 
     # --- create ----------------------------------------------------------------
 
-    def _prepare(self, bundle: str) -> tuple[Spec, dict[str, Any], str, tuple[bytes, int] | None]:
+    def _prepare(self, bundle: str) -> tuple[Spec, dict[str, Any], str, BpfProgram | None]:
         spec, config = _load_config(os.path.join(bundle, "config.json"))
         if spec.process is None:
             raise InvalidArgument("process: a container needs a process to run")
@@ -235,7 +236,7 @@ class Runtime:
         spec: Spec,
         plan: NamespacePlan,
         *,
-        seccomp: tuple[bytes, int] | None,
+        seccomp: BpfProgram | None,
         rlimits: list[tuple[int, int, int]],
         statedir: str,
         cleanup: list[Any],

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import socket
 
     from portside.linux.kernel import Kernel
+    from portside.linux.seccomp import BpfProgram
     from portside.oci.runtime_spec import Process
     from portside.runtime.cgroups import CgroupManager
     from portside.runtime.state import ContainerState
@@ -54,7 +55,7 @@ class _Exec:
         sync: SyncSocket,
         fds: list[tuple[str, int]],
         cgroup: CgroupManager,
-        seccomp: tuple[bytes, int] | None,
+        seccomp: BpfProgram | None,
         console: socket.socket | None,
         rlimits: list[tuple[int, int, int]],
         preserve_fds: int,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from portside.linux.kernel import Kernel
+    from portside.linux.seccomp import BpfProgram
     from portside.oci.runtime_spec import Mount, Spec
     from portside.runtime.namespaces import NamespacePlan
     from portside.runtime.sync import SyncSocket
@@ -87,7 +88,7 @@ class InitContext:
         cgroup_enter: Callable[[], None],
         fifo_fd: int | None,
         console: socket.socket | None,
-        seccomp: tuple[bytes, int] | None,
+        seccomp: BpfProgram | None,
         rlimits: list[tuple[int, int, int]],
         no_pivot: bool = False,
         preserve_fds: int = 0,

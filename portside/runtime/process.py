@@ -16,6 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
+    from portside.linux.seccomp import BpfProgram
     from portside.oci.runtime_spec import POSIXRlimit, Process
 
 __all__ = [
@@ -221,7 +222,7 @@ def _env_dict(env: list[str]) -> dict[str, str]:
 def exec_process(
     proc: Process,
     path: str,
-    seccomp: tuple[bytes, int] | None,
+    seccomp: BpfProgram | None,
     *,
     preserve_fds: int = 0,
 ) -> None:
@@ -233,7 +234,7 @@ def exec_process(
     _close_extra_fds(preserve_fds)
     nnp = bool(proc.no_new_privileges)
     if seccomp is not None and not nnp:
-        _load_seccomp(seccomp)
+        seccomp.load()
     c = proc.capabilities
     user = proc.user
     uid, gid = (user.uid, user.gid) if user is not None else (0, 0)
@@ -255,7 +256,7 @@ def exec_process(
         caps.set_no_new_privs()
     os.umask(user.umask if user is not None and user.umask is not None else 0o022)
     if seccomp is not None and nnp:
-        _load_seccomp(seccomp)
+        seccomp.load()
     os.execve(path, proc.args, _env_dict(proc.env))
 
 
@@ -277,12 +278,6 @@ def _set_user(uid: int, gid: int, groups: list[int]) -> None:
         os.setgroups(groups)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-
-
-def _load_seccomp(compiled: tuple[bytes, int]) -> None:
-    from portside.linux.seccomp import load_bpf
-
-    load_bpf(*compiled)
 
 
 def preload(*, terminal: bool, seccomp: bool, hooks: bool) -> None:

@@ -201,15 +201,15 @@ def compile_seccomp(spec: LinuxSeccomp) -> bytes:
         return filt.export_bpf()
 
 
-_COMPILED: dict[str, tuple[bytes, int]] = {}  # profile JSON -> (program, flags)
+_COMPILED: dict[str, scmp.BpfProgram] = {}  # profile JSON -> program and flags
 _COMPILED_LIMIT = 16
 
 
-def compile_profile(spec: LinuxSeccomp) -> tuple[bytes, int]:
-    """The BPF program of ``spec`` and the seccomp(2) flags to load it with.
+def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
+    """The BPF program of ``spec`` with the seccomp(2) flags to load it with.
 
     The parent compiles (libseccomp is a host library); the container's init
-    loads the bytes with :func:`portside.linux.seccomp.load_bpf` after pivot_root,
+    loads it with :meth:`portside.linux.seccomp.BpfProgram.load` after pivot_root,
     where libseccomp is out of sight. Programs are remembered by the profile's JSON
     (~0.2 ms to make) for the life of the process: libseccomp takes ~35 ms for a
     full profile, and a long-lived caller (the engine's monitor) compiles the same
@@ -224,7 +224,7 @@ def compile_profile(spec: LinuxSeccomp) -> tuple[bytes, int]:
     flags = 0
     for name, _attr in plan.attrs:
         flags |= scmp.FILTER_FLAGS.get(name, 0)
-    compiled = compile_seccomp(spec), flags
+    compiled = scmp.BpfProgram(compile_seccomp(spec), flags)
     if len(_COMPILED) >= _COMPILED_LIMIT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = compiled
