@@ -277,8 +277,9 @@ class Runtime:
             kernel=self.kernel,
             stdio=stdio,
         )
+        direct = not plan.needs_stage1
         try:
-            stage1 = init.run_stage1(ctx)
+            child_pid = init.fork_init(ctx) if direct else init.run_stage1(ctx)
         finally:
             child.close()
             os.close(fifo_fd)
@@ -288,13 +289,16 @@ class Runtime:
                 os.close(fd)
         ok = False
         try:
-            self._handshake(st, spec, parent, stage1, cleanup=cleanup)
+            self._handshake(
+                st, spec, parent, child_pid, init_pid=child_pid if direct else 0, cleanup=cleanup
+            )
             ok = True
         finally:
             parent.close()
             if not ok:
-                _kill_wait(stage1)
-            _reap(stage1)
+                _kill_wait(child_pid)
+            elif not direct:
+                _reap(child_pid)  # stage 1; a running init is reaped by whoever waits for it
 
     def _make_cgroup(self, st: ContainerState, spec: Spec, cleanup: list[Any]) -> CgroupManager:
         """Create the container's cgroup with its limits; recorded in the state."""
@@ -312,18 +316,21 @@ class Runtime:
         st: ContainerState,
         spec: Spec,
         parent: Any,
-        stage1: int,
+        child_pid: int,
         *,
+        init_pid: int,
         cleanup: list[Any],
     ) -> None:
+        """The parent's side of the sync points; ``child_pid`` is stage 1's PID, or
+        init's when ``init_pid`` says it was forked without stage 1."""
         msg = parent.expect_any(("userns", "pid"), "create")
         if msg["type"] == "userns":
             linux = spec.linux
             assert linux is not None
-            _write_id_maps(stage1, linux)
+            _write_id_maps(child_pid, linux)
             parent.send("maps")
             msg = parent.expect("pid", "create")
-        st.pid = int(msg["pid"])
+        st.pid = init_pid or int(msg["pid"])
         start = process_start_time(st.pid)
         st.pid_start = start or 0
         cleanup.append(lambda: _kill_pid(st.pid, st.pid_start))

@@ -40,6 +40,15 @@ class NamespacePlan:
                 flags |= CLONE_FLAGS[ns]
         return flags
 
+    @property
+    def needs_stage1(self) -> bool:
+        """True when the namespaces need a process of their own before init: a
+        new user or time namespace, or a joined user, PID or time namespace, take
+        effect only for the children of whoever makes or joins them."""
+        return any(ns in ("user", "time") for ns in self.new) or any(
+            ns in ("user", "pid", "time") for ns, _ in self.join
+        )
+
     def creates(self, ns_type: str) -> bool:
         return ns_type in self.new
 

@@ -66,6 +66,24 @@ def test_unshare_flags_exclude_user() -> None:
     assert plan_namespaces(linux("user")).unshare_flags == 0
 
 
+@pytest.mark.parametrize(
+    ("entries", "stage1"),
+    [
+        ((), False),
+        (("pid", "mount", "network", "ipc", "uts", "cgroup"), False),  # docker's default
+        (("mount", "network"), False),  # the host's PID namespace
+        (("pid", "mount", ("network", "/proc/7/ns/net"), ("ipc", "/proc/7/ns/ipc")), False),
+        (("pid", "mount", "user"), True),  # maps are written between the unshares
+        (("pid", "mount", "time"), True),  # a new time namespace is for children only
+        ((("pid", "/proc/7/ns/pid"), "mount"), True),  # so is a joined PID namespace
+        ((("user", "/proc/7/ns/user"), "mount"), True),
+        ((("time", "/proc/7/ns/time"), "mount"), True),
+    ],
+)
+def test_stage1_only_for_namespaces_entered_by_children(entries: tuple, stage1: bool) -> None:
+    assert plan_namespaces(linux(*entries)).needs_stage1 is stage1
+
+
 @pytest.mark.parametrize("ns_type", NAMESPACE_TYPES)
 def test_unshare_flag_of_each_type(ns_type: str) -> None:
     flags = plan_namespaces(linux(ns_type)).unshare_flags
