@@ -1,14 +1,19 @@
 """The daemon end to end: `run --rm busybox true`, containers per second, memory per container.
 
 Three benchmarks (run as root; each starts its own daemon on temporary roots, the
-peers on temporary storage):
+peers on temporary storage). Every engine runs its containers with ``--net=none``,
+as the issue's figures for docker and podman were taken:
 
-- ``engine_run_rm``: ``portside run --rm busybox true`` through our CLI, and through
-  the docker CLI against our daemon, vs ``podman run --rm --net=none`` and
-  ``docker run --rm --net=none`` (a Docker engine, where one runs).
+- ``engine_run_rm``: ``portside run --rm --net=none busybox true`` through our CLI,
+  and through the docker CLI against our daemon, vs ``podman run --rm --net=none``
+  and ``docker run --rm --net=none`` (a Docker engine, where one runs).
 - ``engine_throughput``: 100 ``run --rm busybox true`` one after another and 8 at a
   time; containers per second for each engine, and the engine's CPU time per container
-  (daemon + monitor, from /proc/<pid>/stat) for ours.
+  (daemon + monitor + the processes they reaped, from /proc/<pid>/stat) for ours.
+  Ours is measured twice: through the CLI (a Python interpreter per container), and
+  through the API from one client process making docker-py's calls (create, start,
+  wait, remove), which is the engine's own rate. Also ours with the default bridge
+  network, through the CLI, for what a veth costs.
 - ``engine_memory``: 100 detached ``sleep`` containers: the monitor's and the daemon's
   PSS/RSS growth per container and the drop in MemAvailable, vs podman's conmon.
 """
@@ -37,6 +42,7 @@ DOCKER_GOAL_RATIO = 0.25  # run --rm: <= 0.25x docker
 RATE_GOAL = 10.0  # containers/s: >= 10x podman's
 CPU_GOAL_MS = 25.0  # engine CPU per container
 PODMAN_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=32768:32768")
+NONE = "--net=none"
 
 
 def portside_cli() -> list[str]:
@@ -80,14 +86,38 @@ class _Podman:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _docker_engine_up() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-    return (
-        subprocess.run(["docker", "info"], capture_output=True, env=env, check=False).returncode
-        == 0
-    )
+class _Docker:
+    """The host's Docker engine (its default socket), where one runs, with the same
+    busybox image loaded (and removed afterwards when it was not there before); the
+    containers made here carry a label of this run and are removed by :meth:`close`."""
+
+    def __init__(self, archive: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        self.label = f"portside-bench={os.getpid()}-{time.monotonic_ns()}"
+        self.ok = shutil.which("docker") is not None and self._call("info") == 0
+        self.loaded = False
+        if self.ok and self._call("image", "inspect", "busybox") != 0:
+            self.loaded = self.ok = self._call("load", "-i", archive) == 0
+
+    def _call(self, *args: str) -> int:
+        return subprocess.run(
+            ["docker", *args], capture_output=True, env=self.env, check=False
+        ).returncode
+
+    def run_argv(self, *args: str) -> list[str]:
+        return ["docker", "run", "--label", self.label, NONE, *args]
+
+    def close(self) -> None:
+        if not self.ok:
+            return
+        listed = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={self.label}"],
+            capture_output=True, env=self.env, text=True, check=False,
+        )  # fmt: skip
+        if ids := listed.stdout.split():
+            self._call("rm", "-f", *ids)
+        if self.loaded:
+            self._call("rmi", "busybox")
 
 
 def _archive(d: Any) -> str:
@@ -111,24 +141,23 @@ def _env_command(name: str, argv: list[str], env: dict[str, str]) -> Command:
 def bench_engine_run_rm(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """`run --rm busybox true` end to end: our CLI, the docker CLI on our daemon, podman, docker."""
     with _daemon() as d:
-        podman = _Podman(_archive(d))
+        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
         try:
             ours = _env_command(
-                "portside", [*portside_cli(), "run", "--rm", "busybox", "true"], d.env()
+                "portside", [*portside_cli(), "run", "--rm", NONE, "busybox", "true"], d.env()
             )
             peers = [
                 _env_command(
-                    "docker-cli->portside", ["docker", "run", "--rm", "busybox", "true"], d.env()
+                    "docker-cli->portside",
+                    ["docker", "run", "--rm", NONE, "busybox", "true"],
+                    d.env(),
                 ),
             ]
             if podman.ok:
                 peers.append(Command("podman", podman.run_argv("--rm", "busybox", "true")))
-            if _docker_engine_up():
-                env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+            if docker.ok:
                 peers.append(
-                    _env_command(
-                        "docker", ["docker", "run", "--rm", "--net=none", "busybox", "true"], env
-                    )
+                    _env_command("docker", docker.run_argv("--rm", "busybox", "true"), docker.env)
                 )
             return compare(
                 "engine_run_rm",
@@ -141,6 +170,7 @@ def bench_engine_run_rm(*, runs: int, warmup: int, out: str | None = None) -> di
             )
         finally:
             podman.close()
+            docker.close()
 
 
 def _cpu_ms(pids: list[int]) -> float:
@@ -183,6 +213,25 @@ def _runner(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], 
     return run
 
 
+def _api_runner(host: str) -> Callable[[], None]:
+    """docker-py's ``containers.run(..., remove=True)`` from this process: create,
+    start, wait, remove (one connection per call, as the CLI's client makes)."""
+    from portside.client import Client, read_wait
+
+    client = Client(host)
+    body = {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"}}
+
+    def run() -> None:
+        cid = client.container_create(body)["Id"]
+        client.container_start(cid)
+        code, message = read_wait(client.container_wait_request(cid, "not-running"))
+        client.container_remove(cid)
+        if code != 0:
+            raise BenchmarkError(f"api: container {cid[:12]} exited {code}: {message}")
+
+    return run
+
+
 def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """100 `run --rm busybox true`, sequential and 8 in parallel: containers per second."""
     import json
@@ -195,34 +244,48 @@ def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -
         "machine": machine(),
     }
     with _daemon() as d:
-        ours = _runner([*portside_cli(), "run", "--rm", "busybox", "true"], d.env())
-        for _ in range(warmup):
-            ours()
-        pids = _engine_pids(d)
-        cpu0 = _cpu_ms(pids)
-        seq = _rate(ours, count, 1)
-        par = _rate(ours, count, PARALLEL)
-        cpu = (_cpu_ms(pids) - cpu0) / (2 * count)
-        result["ours"] = {
-            "sequential_per_s": round(seq, 2),
-            "parallel_per_s": round(par, 2),
-            "engine_cpu_ms_per_container": round(cpu, 2),
-        }
+        measured: dict[str, dict[str, float]] = {}
+        for name, run_one in (
+            ("cli", _runner([*portside_cli(), "run", "--rm", NONE, "busybox", "true"], d.env())),
+            ("api", _api_runner(d.host)),
+            ("cli_bridge", _runner([*portside_cli(), "run", "--rm", "busybox", "true"], d.env())),
+        ):
+            for _ in range(max(warmup, 1)):
+                run_one()
+            pids = _engine_pids(d)
+            cpu0 = _cpu_ms(pids)
+            seq = _rate(run_one, count, 1)
+            par = _rate(run_one, count, PARALLEL)
+            measured[name] = {
+                "sequential_per_s": round(seq, 2),
+                "parallel_per_s": round(par, 2),
+                "engine_cpu_ms_per_container": round((_cpu_ms(pids) - cpu0) / (2 * count), 2),
+            }
+        result["ours"] = measured
         peers: dict[str, Any] = {}
-        podman = _Podman(_archive(d))
+        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
         try:
-            if podman.ok:
-                run = _runner(podman.run_argv("--rm", "busybox", "true"))
+            for name, argv, env in (
+                ("podman", podman.run_argv("--rm", "busybox", "true") if podman.ok else None, None),
+                ("docker", docker.run_argv("--rm", "busybox", "true") if docker.ok else None,
+                 docker.env),
+            ):  # fmt: skip
+                if argv is None:
+                    continue
+                run = _runner(argv, env)
                 run()
-                peers["podman"] = {
+                peers[name] = {
                     "sequential_per_s": round(_rate(run, count, 1), 2),
                     "parallel_per_s": round(_rate(run, count, PARALLEL), 2),
                 }
         finally:
             podman.close()
+            docker.close()
     for peer in peers.values():
-        peer["ratio_sequential"] = round(seq / peer["sequential_per_s"], 2)
-        peer["ratio_parallel"] = round(par / peer["parallel_per_s"], 2)
+        for name in ("cli", "api"):
+            for mode in ("sequential", "parallel"):
+                ratio = measured[name][f"{mode}_per_s"] / peer[f"{mode}_per_s"]
+                peer[f"ratio_{mode}_{name}"] = round(ratio, 2)
     result["peers"] = peers
     result["goals"] = {"rate_vs_podman": RATE_GOAL, "engine_cpu_ms": CPU_GOAL_MS}
     line = json.dumps(result)
@@ -278,14 +341,33 @@ def _sum(pids: list[int]) -> tuple[int, int]:
     return pss, rss
 
 
+def _peer_memory(run: Callable[[], None], count: int, comm: str) -> dict[str, float]:
+    """Start ``count`` containers with ``run``: PSS/RSS of each new ``comm`` process
+    (the per-container monitor) and the drop in MemAvailable, per container."""
+    before = set(_pids_named(comm))
+    avail0 = _mem_available()
+    for _ in range(count):
+        run()
+    time.sleep(1)
+    new = [p for p in _pids_named(comm) if p not in before]
+    pss, rss = _sum(new)
+    return {
+        "processes": len(new),
+        "pss_mib": round(pss / 1024 / max(len(new), 1), 3),
+        "rss_mib": round(rss / 1024 / max(len(new), 1), 3),
+        "mem_available_drop_mib": round((avail0 - _mem_available()) / 1024 / count, 3),
+    }
+
+
 def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
-    """100 detached `sleep` containers: engine memory per container vs podman's conmon."""
+    """100 detached `sleep` containers: engine memory per container vs podman's conmon and
+    docker's containerd-shim."""
     import json
 
     count = COUNT if runs >= 10 else max(runs * 10, 10)
     result: dict[str, Any] = {"benchmark": "engine_memory", "count": count, "machine": machine()}
     with _daemon() as d:
-        run = _runner([*portside_cli(), "run", "-d", "busybox", "sleep", "600"], d.env())
+        run = _runner([*portside_cli(), "run", "-d", NONE, "busybox", "sleep", "600"], d.env())
         run()  # the monitor exists from here on
         pids = _engine_pids(d)
         before, avail0 = [_smaps(p) for p in pids], _mem_available()
@@ -300,28 +382,20 @@ def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> di
         }
         result["ours"]["monitor_total_mib"] = round(after[-1][0] / 1024, 2) if after else None
         result["ours"]["mem_available_drop_mib"] = round((avail0 - avail1) / 1024 / (count - 1), 3)
-        podman = _Podman(_archive(d))
+        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
         try:
+            peers = {}
             if podman.ok:
-                prun = _runner(podman.run_argv("-d", "busybox", "sleep", "600"))
-                conmons0 = set(_pids_named("conmon"))
-                avail0 = _mem_available()
-                for _ in range(count):
-                    prun()
-                time.sleep(1)
-                conmons = [p for p in _pids_named("conmon") if p not in conmons0]
-                pss, rss = _sum(conmons)
-                result["peers"] = {
-                    "podman-conmon": {
-                        "pss_mib": round(pss / 1024 / max(len(conmons), 1), 3),
-                        "rss_mib": round(rss / 1024 / max(len(conmons), 1), 3),
-                        "mem_available_drop_mib": round(
-                            (avail0 - _mem_available()) / 1024 / count, 3
-                        ),
-                    }
-                }
+                argv = podman.run_argv("-d", "busybox", "sleep", "600")
+                peers["podman-conmon"] = _peer_memory(_runner(argv), count, "conmon")
+            if docker.ok:
+                argv = docker.run_argv("-d", "busybox", "sleep", "600")
+                shim = "containerd-shim"  # containerd-shim-runc-v2, as /proc/PID/comm cuts it
+                peers["docker-shim"] = _peer_memory(_runner(argv, docker.env), count, shim)
+            result["peers"] = peers
         finally:
             podman.close()
+            docker.close()
     line = json.dumps(result)
     print(line, flush=True)
     if out:
