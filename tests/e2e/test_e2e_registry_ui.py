@@ -125,9 +125,12 @@ def test_sign_in_browse_create_a_webhook_see_its_delivery(
     tmp_path: Any, receiver: Receiver, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     def find(css: str) -> Any:
-        return browser.find_element(By.CSS_SELECTOR, css)
+        """The element once the page shows it: the page a click submits to may still be
+        loading when the click returns (seen under load: the old page's source read)."""
+        return WebDriverWait(browser, 10).until(lambda b: b.find_element(By.CSS_SELECTOR, css))
 
     layout = OCILayout(str(tmp_path / "layout"))
     first = layout.image(
@@ -205,4 +208,5 @@ def test_sign_in_browse_create_a_webhook_see_its_delivery(
 
         # sign out: the repository is private again
         find("#sign-out").click()
+        find("#sign-in")  # the signed-out page has loaded
         assert "alice/app" not in browser.page_source
