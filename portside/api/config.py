@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from portside.distribution.config import DEFAULT_CERTS_DIR, RegistryConfig
 from portside.engine.model import NetworkConfig
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 DEFAULT_HOST = "unix:///run/portside.sock"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
@@ -169,7 +170,7 @@ def _go_bool(text: str) -> bool:
 def _pool(text: str) -> dict:
     """``base=10.10.0.0/16,size=24`` (dockerd's --default-address-pool)."""
     fields = dict(item.partition("=")[::2] for item in text.split(","))
-    if set(fields) != {"base", "size"} or not fields["size"].isdigit():
+    if set(fields) != {"base", "size"} or not is_number(fields["size"]):
         raise argparse.ArgumentTypeError(f"invalid address pool {text!r}: want base=CIDR,size=N")
     return {"base": fields["base"], "size": int(fields["size"])}
 
@@ -290,7 +291,7 @@ def parse_host(host: str) -> tuple[str, str, int]:
     if host.startswith("tcp://"):
         rest = host[len("tcp://") :].rstrip("/")
         addr, sep, port = rest.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        if not sep or not is_number(port) or not 0 <= int(port) < 65536:
             raise InvalidArgument(f"invalid host {host!r}: want tcp://ADDR:PORT")
         addr = addr.strip("[]") or "0.0.0.0"
         return "tcp", addr, int(port)

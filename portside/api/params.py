@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from portside.api.errors import BadRequest
+from portside.text import is_number
 
 _TRUE = frozenset({"1", "true", "True", "TRUE", "t", "T"})
 _FALSE = frozenset({"", "0", "false", "False", "FALSE", "f", "F"})
@@ -73,7 +74,7 @@ def parse_timestamp(value: str | None, now: float | None = None) -> float | None
     units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
     for suffix in ("ns", "us", "ms", "s", "m", "h"):
         head = value[: -len(suffix)]
-        if value.endswith(suffix) and head.replace(".", "", 1).isdigit():
+        if value.endswith(suffix) and is_number(head.replace(".", "", 1)):
             return now - float(head) * units[suffix]
     try:
         from datetime import datetime
@@ -81,7 +82,7 @@ def parse_timestamp(value: str | None, now: float | None = None) -> float | None
         text = value.replace("Z", "+00:00")
         if "." in text:  # datetime takes microseconds at most
             head, _, rest = text.partition(".")
-            digits = "".join(c for c in rest if c.isdigit())
+            digits = "".join(c for c in rest if is_number(c))
             text = head + "." + digits[:6] + rest[len(digits) :]
         return datetime.fromisoformat(text).timestamp()
     except ValueError as exc:

@@ -21,6 +21,7 @@ from portside.api.server import (
     json_response,
     start_stream,
 )
+from portside.text import is_number
 
 
 def _ref(request: web.Request) -> str:
@@ -185,7 +186,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if not (stdout or stderr):
         raise BadRequest("Bad parameters: you must choose at least one stream")
     tail = q.get("tail") or "all"
-    if tail != "all" and not tail.lstrip("-").isdigit():
+    if tail != "all" and not is_number(tail.lstrip("-")):
         raise BadRequest(f"invalid tail value {tail!r}")
     tty, chunks = await call(
         request,

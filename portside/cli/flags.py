@@ -10,6 +10,7 @@ Errors are ``FlagError`` with pflag's texts (docker exits 125 on them).
 from __future__ import annotations
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def parse_size(text: str) -> int:
     if rest.endswith(" "):
         rest = rest[:-1]
     whole, dot, frac = rest.partition(".")
-    ok = whole.isdigit() and whole.isascii() and (not dot or (frac.isdigit() and frac.isascii()))
+    ok = is_number(whole) and (not dot or is_number(frac))
     if not ok:
         raise ValueError(f"invalid size: '{text}'")
     number = float(rest) if dot else int(rest)
@@ -257,14 +258,14 @@ def parse_duration(text: str) -> int:
     total = 0.0
     while s:
         j = 0
-        while j < len(s) and (s[j].isdigit() or s[j] == "."):
+        while j < len(s) and (is_number(s[j]) or s[j] == "."):
             j += 1
         number = s[:j]
         if not number or number == "." or number.count(".") > 1:
             raise ValueError(f"time: invalid duration {quoted}")
         s = s[j:]
         k = 0
-        while k < len(s) and not (s[k].isdigit() or s[k] == "."):
+        while k < len(s) and not (is_number(s[k]) or s[k] == "."):
             k += 1
         unit = s[:k]
         s = s[k:]

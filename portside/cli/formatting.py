@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from portside.text import is_number
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
@@ -100,7 +102,7 @@ def parse_time(text: str) -> float:
     if dot:
         digits = ""
         for pos, char in enumerate(rest):
-            if not char.isdigit():
+            if not is_number(char):
                 zone = rest[pos:]
                 break
             digits += char

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from portside.cli.flags import FlagError, Opt, parse
 from portside.client.http import APIError, ConnectionFailed
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -473,7 +474,7 @@ def go_time(stamp: str) -> str:
     fraction = ""
     if rest.startswith("."):
         end = 1
-        while end < len(rest) and rest[end].isdigit():
+        while end < len(rest) and is_number(rest[end]):
             end += 1
         fraction, rest = rest[1:end].rstrip("0"), rest[end:]
     if rest in ("", "Z", "z", "+00:00", "-00:00"):

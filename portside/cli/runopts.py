@@ -18,6 +18,7 @@ from portside.cli.flags import (
     parse_size,
     parse_ulimit,
 )
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ def parse_port_specs(specs: list[str]) -> tuple[dict, dict]:
         if not container:
             raise ValueError(f"no port specified: {spec}<empty>")
         start, _, end = container.partition("-")
-        if not start.isdigit() or (end and not end.isdigit()):
+        if not is_number(start) or (end and not is_number(end)):
             raise ValueError(f"invalid containerPort: {container}")
         hstart, _, hend = host.partition("-")
         for offset, port in enumerate(range(int(start), int(end or start) + 1)):
@@ -515,7 +516,7 @@ def _port_config(p: Parsed) -> tuple[dict, dict]:
     for item in p.expose:
         port, _, proto = item.partition("/")
         start, _, end = port.partition("-")
-        if not start.isdigit() or (end and not end.isdigit()):
+        if not is_number(start) or (end and not is_number(end)):
             raise FlagError(f"invalid range format for --expose: {item}")
         for number in range(int(start), int(end or start) + 1):
             exposed[f"{number}/{proto or 'tcp'}"] = {}

@@ -11,6 +11,7 @@ Go's ``%v`` (maps as ``map[k:v]``, lists as ``[a b]``, None as ``<nil>``).
 from __future__ import annotations
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
                 out.append(("field", word))
             elif word.startswith("$"):
                 out.append(("var", word))
-            elif word[0].isdigit() or (word[0] == "-" and word[1:2].isdigit()):
+            elif is_number(word[0]) or (word[0] == "-" and is_number(word[1:2])):
                 out.append(("num", word))
             else:
                 out.append(("ident", word))

@@ -37,6 +37,7 @@ from portside.oci import mediatypes as mt
 from portside.oci.digest import Digest, DigestMismatch, InvalidDigest
 from portside.oci.image_spec import Descriptor
 from portside.oci.reference import Reference
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ class Registry:
         )
         with resp:
             length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_MANIFEST:
+            if length and is_number(length) and int(length) > MAX_MANIFEST:
                 raise BadContent(f"{what}: {length} bytes, more than the limit of {MAX_MANIFEST}")
             data = resp.read(MAX_MANIFEST + 1)
             while len(data) <= MAX_MANIFEST and (more := resp.read(MAX_MANIFEST + 1 - len(data))):
@@ -349,7 +350,7 @@ class Registry:
             digest = resp.headers.get("Docker-Content-Digest") or (ref if ":" in ref else "")
             length = resp.headers.get("Content-Length", "")
             media_type = (resp.headers.get("Content-Type") or "").partition(";")[0].strip()
-            if not digest or not length.isdigit() or not media_type:
+            if not digest or not is_number(length) or not media_type:
                 fetched = self._get_manifest(s, repo, ref, accept)
                 return Descriptor.of(fetched.media_type, fetched.data)
             try:
@@ -368,7 +369,7 @@ class Registry:
             except RegistryNotFound:
                 return None
             length = resp.headers.get("Content-Length", "")
-            return int(length) if length.isdigit() else 0
+            return int(length) if is_number(length) else 0
 
         return self._call(op)
 
@@ -554,7 +555,7 @@ class Registry:
         resp = s.request("POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes)
         location = self._location(s, resp, repo)
         minimum = resp.headers.get("OCI-Chunk-Min-Length", "")
-        if chunk_size and minimum.isdigit():
+        if chunk_size and is_number(minimum):
             chunk_size = max(chunk_size, int(minimum))
         octets = {"Content-Type": "application/octet-stream"}
         with open_() as f:
@@ -646,7 +647,7 @@ def _range_start(value: str | None) -> int | None:
         return None
     unit, _, rest = value.strip().partition(" ")
     start = rest.partition("-")[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
+    return int(start) if unit == "bytes" and is_number(start) else None
 
 
 def _verify_manifest(data: bytes, ref: str, header: str | None, what: str) -> str:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from portside.distribution.config import RegistryConfig
 from portside.distribution.credentials import DOCKER_HUB, HUB_ALIASES, INDEX_SERVER
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 __all__ = [
     "DOCKER_HUB",
@@ -114,7 +115,7 @@ def _valid_host_port(value: str) -> bool:
         hostname, port = _split_host_port(value)
     except ValueError:
         return False
-    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+    if port and not (is_number(port) and int(port) <= 65535):
         return False
     if value.startswith("[") and _ip(hostname) is None:
         return False

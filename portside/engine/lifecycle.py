@@ -32,6 +32,7 @@ from portside.errors import (
     Unavailable,
 )
 from portside.oci import fastjson
+from portside.text import is_number
 
 __all__ = ["Lifecycle", "parse_signal"]
 
@@ -48,7 +49,7 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int
     if isinstance(value, int):
         return value
     text = str(value).strip().upper()
-    if text.isdigit():
+    if is_number(text):
         return int(text)
     if not text.startswith("SIG"):
         text = "SIG" + text

@@ -15,6 +15,7 @@ import os
 import time
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def parse_time(text: str) -> int:
         frac = 0
         if rest.startswith("."):
             end = 1
-            while end < len(rest) and rest[end].isdigit():
+            while end < len(rest) and is_number(rest[end]):
                 end += 1
             digits = rest[1:end]
             frac = int((digits + "000000000")[:9]) if digits else 0

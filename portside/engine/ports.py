@@ -16,6 +16,7 @@ import socket
 from ipaddress import IPv4Address
 
 from portside.errors import Conflict, InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def parse_port(key: str) -> tuple[int, str]:
     proto = (proto or "tcp").lower()
     if proto not in _PROTOS:
         raise InvalidArgument(f"invalid proto: {proto}")
-    if not number.isdigit() or not 0 < int(number) < 65536:
+    if not is_number(number) or not 0 < int(number) < 65536:
         raise InvalidArgument(f"invalid port: {number}")
     return int(number), proto
 
@@ -69,7 +70,7 @@ def _host_port(value: Any) -> str:
     if text in ("", "0"):
         return ""
     low, sep, high = text.partition("-")
-    if not low.isdigit() or (sep and not high.isdigit()):
+    if not is_number(low) or (sep and not is_number(high)):
         raise InvalidArgument(f"invalid hostPort: {text}")
     if not 0 < int(low) < 65536 or (sep and not int(low) <= int(high) < 65536):
         raise InvalidArgument(f"invalid hostPort: {text}")

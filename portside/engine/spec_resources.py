@@ -23,6 +23,7 @@ from portside.oci.runtime_spec import (
     LinuxThrottleDevice,
     LinuxWeightDevice,
 )
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def parse_cgroup_rule(rule: str) -> LinuxDeviceCgroup:
     for text in (major, minor):
         if text == "*":
             numbers.append(None)
-        elif text.isdigit():
+        elif is_number(text):
             numbers.append(int(text))
         else:
             raise bad

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from portside.engine.model import ZERO_TIME, now_rfc3339
+from portside.text import is_number
 
 __all__ = [
     "cgroup_paths_for",
@@ -99,7 +100,7 @@ def _kv(directory: str | None, name: str) -> dict[str, int]:
 
 def _devnum(text: str) -> tuple[int, int] | None:
     major, sep, minor = text.partition(":")
-    if not sep or not major.isdigit() or not minor.isdigit():
+    if not sep or not is_number(major) or not is_number(minor):
         return None
     return int(major), int(minor)
 
@@ -130,7 +131,7 @@ def parse_io_stat(text: str) -> list[dict]:
             continue
         fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
         for op, key in (("read", "rbytes"), ("write", "wbytes")):
-            value = int(fields[key]) if fields.get(key, "").isdigit() else 0
+            value = int(fields[key]) if is_number(fields.get(key, "")) else 0
             out.append({"major": dev[0], "minor": dev[1], "op": op, "value": value})
     return out
 
@@ -149,7 +150,7 @@ def system_cpu_usage(proc_stat: str | None = None) -> tuple[int, int]:
             continue
         if parts[0] == "cpu":
             total = sum(int(x) for x in parts[1:8]) * NS // CLOCK_TICKS
-        elif parts[0][3:].isdigit():
+        elif is_number(parts[0][3:]):
             cpus += 1
     return total, cpus
 
@@ -176,7 +177,7 @@ def _cpu_v1(paths: dict[str, str]) -> dict:
     total = _int(acct, "cpuacct.usage")
     if total is None:
         return _empty_cpu()
-    percpu = [int(x) for x in (_read(acct, "cpuacct.usage_percpu") or "").split() if x.isdigit()]
+    percpu = [int(x) for x in (_read(acct, "cpuacct.usage_percpu") or "").split() if is_number(x)]
     ticks = _kv(acct, "cpuacct.stat")
     usage: dict = {"total_usage": total}
     if percpu:

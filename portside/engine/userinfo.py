@@ -16,6 +16,7 @@ import stat
 
 from portside.errors import InvalidArgument
 from portside.runtime.paths import secure_join as in_root  # the runtime's in-root walk
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _read_db(rootfs: str, path: str) -> list[list[str]]:
 
 def _number(text: str) -> int | None:
     """``text`` as an id, None when it is not a number; out of range is an error."""
-    if not text.isdigit() or not text.isascii():
+    if not is_number(text):
         return None
     value = int(text)
     if value > _MAX_ID:

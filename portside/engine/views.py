@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from portside.engine.model import Container, Paths
 from portside.errors import InvalidArgument, PortsideError
+from portside.text import is_number
 
 __all__ = ["host_config_defaults", "human_duration", "inspect", "select", "status_text", "summary"]
 
@@ -325,7 +326,7 @@ def _check_filters(filters: dict[str, list[str]]) -> None:
                     raise InvalidArgument(f"invalid filter 'status={v}'")
         if key == "exited":
             for v in values:
-                if not v.lstrip("-").isdigit():
+                if not is_number(v.lstrip("-")):
                     raise InvalidArgument(f"invalid filter 'exited={v}'")
 
 
@@ -421,7 +422,7 @@ def _until(value: str) -> float:
     except ValueError:
         pass
     units = {"s": 1, "m": 60, "h": 3600}
-    if value and value[-1] in units and value[:-1].isdigit():
+    if value and value[-1] in units and is_number(value[:-1]):
         return time.time() - int(value[:-1]) * units[value[-1]]
     from portside.engine.lifecycle import _parse_time
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from portside.image.snapshots import ACTIVE, COMMITTED
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _check_storage(snapshotter: Snapshotter, repair: bool) -> list[str]:
     strays = [
         os.path.join(top, name)
         for name in sorted(os.listdir(top) if os.path.isdir(top) else [])
-        if not (name.isdigit() and int(name) in ids) and not name.startswith("new-")
+        if not (is_number(name) and int(name) in ids) and not name.startswith("new-")
     ]
     removed = set(snapshotter.cleanup()) if strays and repair else set()
     problems += [

@@ -19,6 +19,7 @@ import os
 import time
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def _stop_signal(value: str) -> str:
     import signal
 
     name = value.upper()
-    if value.isdigit() and 0 < int(value) < signal.NSIG:
+    if is_number(value) and 0 < int(value) < signal.NSIG:
         return value
     if hasattr(signal, name if name.startswith("SIG") else "SIG" + name):
         return value

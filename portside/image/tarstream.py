@@ -26,6 +26,7 @@ import struct
 from zlib import adler32
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ def _pax_time_ns(value: bytes) -> int:
     text = value.decode("ascii", "replace").strip()
     negative = text.startswith("-")
     whole, _, frac = text.lstrip("-").partition(".")
-    if not (whole or frac) or not (whole or "0").isdigit() or (frac and not frac.isdigit()):
+    if not (whole or frac) or not is_number(whole or "0") or (frac and not is_number(frac)):
         raise CorruptLayer(f"invalid pax header: mtime={value!r}")
     ns = int(whole or "0") * 1_000_000_000 + int((frac[:9] or "0").ljust(9, "0"))
     return -ns if negative else ns

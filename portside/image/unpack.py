@@ -34,6 +34,7 @@ from portside.image.snapshots import (
     WrongKind,
 )
 from portside.image.tarstream import CorruptLayer
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ def extract_owner(key: str) -> int | None:
     if not key.startswith(EXTRACT_PREFIX):
         return None
     pid, sep, rest = key[len(EXTRACT_PREFIX) :].partition("-")
-    if not sep or not pid.isdigit() or " " not in rest:
+    if not sep or not is_number(pid) or " " not in rest:
         return None
     return int(pid)
 

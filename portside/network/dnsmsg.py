@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def _unescape(name: str) -> list[bytes]:
             i += 1
             continue
         digits = name[i + 1 : i + 4]
-        if len(digits) == 3 and digits.isascii() and digits.isdigit():
+        if len(digits) == 3 and is_number(digits):
             if int(digits) > 255:
                 raise ValueError(f"escape \\{digits} is over 255")
             current.append(int(digits))

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
 from portside.errors import AlreadyExists, InvalidArgument, Unavailable
+from portside.text import is_number
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -157,7 +158,7 @@ def _parse_address(text: str) -> IPv4Address | None:
 def _parse_prefix(text: str) -> tuple[IPv4Address, int] | None:
     """``a.b.c.d/n`` as Go's ``netip.ParsePrefix`` reads it (no netmask form), or None."""
     addr, sep, bits = text.partition("/")
-    if not sep or not (bits.isascii() and bits.isdigit()) or (len(bits) > 1 and bits[0] == "0"):
+    if not sep or not is_number(bits) or (len(bits) > 1 and bits[0] == "0"):
         return None
     ip = _parse_address(addr)
     if ip is None or int(bits) > 32:

@@ -15,6 +15,7 @@ import os as _os
 
 from portside.errors import InvalidArgument
 from portside.oci._json import STR, F, Record, list_of
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ def parse_platform(spec: str, host: Platform | None = None) -> Platform:
 
 def _variant_number(variant: str, prefix: str = "v") -> int | None:
     text = variant[len(prefix) :] if variant.startswith(prefix) else variant
-    return int(text) if text.isdigit() else None
+    return int(text) if is_number(text) else None
 
 
 def _arm64_vector(variant: str) -> list[str]:
@@ -206,7 +207,7 @@ def _arm64_vector(variant: str) -> list[str]:
     major = _variant_number(major_text)
     if major is None or major < 8:
         return [variant]
-    minor = int(minor_text) if dot and len(variant) == 4 and minor_text.isdigit() else 0
+    minor = int(minor_text) if dot and len(variant) == 4 and is_number(minor_text) else 0
     out = [variant]
     if major == 9:
         out += [f"v9.{m}" if m else "v9" for m in range(minor - 1, -1, -1)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from portside.oci import fastjson
 from portside.oci._json import ANY, BOOL, INT, STR, F, Record, SpecError, list_of, map_of
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -335,7 +336,7 @@ def _is_1x(version: str) -> bool:
     """True for ``1.N``, ``1.N.M`` and those with a ``-suffix`` (no ``re``: import cost)."""
     core = version.split("-", 1)[0]
     parts = core.split(".")
-    return parts[0] == "1" and len(parts) in (2, 3) and all(p.isdigit() for p in parts[1:])
+    return parts[0] == "1" and len(parts) in (2, 3) and all(is_number(p) for p in parts[1:])
 
 
 def _validate(spec: Spec) -> None:

@@ -39,6 +39,7 @@ from portside.errors import AlreadyExists, InvalidArgument, NotFound
 from portside.registry.db import metadata
 from portside.registry.interfaces import ANONYMOUS, Principal
 from portside.registry.ratelimit import LoginLimiter, LoginLimits, RateLimited
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -573,7 +574,7 @@ class Accounts:
     def remove_token(self, user: str, token: str) -> None:
         """Revoke ``user``'s token by id or by name."""
         where = [tokens_t.c.user == user, tokens_t.c.kind == "pat"]
-        where.append(tokens_t.c.id == int(token) if token.isdigit() else tokens_t.c.name == token)
+        where.append(tokens_t.c.id == int(token) if is_number(token) else tokens_t.c.name == token)
         with self.db.begin() as conn:
             done = conn.execute(tokens_t.delete().where(*where))
         if done.rowcount == 0:

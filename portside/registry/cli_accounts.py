@@ -27,6 +27,7 @@ import os
 import sys
 
 from portside.errors import InvalidArgument, PortsideError
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def parse_expiry(text: str, now: float) -> float:
     """``30d``, ``12h``, ``90m``, ``3600s``, ``2w`` from ``now``, or a date
     (``2030-01-31``, UTC) or ISO 8601 time: a UNIX time."""
     text = text.strip()
-    if len(text) > 1 and text[:-1].isdigit() and text[-1] in _UNITS:
+    if len(text) > 1 and is_number(text[:-1]) and text[-1] in _UNITS:
         seconds = int(text[:-1]) * _UNITS[text[-1]]
         if seconds <= 0:
             raise InvalidArgument(f"invalid expiry {text!r}: not in the future")

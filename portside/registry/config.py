@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from portside.errors import InvalidArgument
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class RegistryConfig:
     def listen(self) -> tuple[str, int]:
         """:attr:`addr` as (host, port); "" for all interfaces."""
         host, sep, port = self.addr.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
+        if not sep or not is_number(port) or int(port) > 65535:
             raise InvalidArgument(f"invalid --addr {self.addr!r}: want HOST:PORT")
         return host.strip("[]"), int(port)
 

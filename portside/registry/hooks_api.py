@@ -48,6 +48,7 @@ from portside.errors import (
 from portside.registry.interfaces import AuthChallenge, OpenAccess
 from portside.registry.triggers import ContextTooLarge
 from portside.registry.webhooks import EVENTS, NAMESPACE, namespace_of
+from portside.text import is_number
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -132,7 +133,7 @@ def _int_query(request: web.Request, name: str, default: int | None) -> int | No
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not is_number(raw) or len(raw) > 18:
         raise InvalidArgument(f"invalid {name} {raw[:40]!r}")
     return int(raw)
 

@@ -46,6 +46,7 @@ from portside.registry.errors import (
 )
 from portside.registry.interfaces import AuthChallenge, NullSink, OpenAccess
 from portside.registry.names import check_digest, check_name, is_digest
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def _page(request: web.Request, limit: int) -> tuple[int, str]:
     if raw is None or raw == "":
         n = limit
     else:
-        if not raw.isdigit():
+        if not is_number(raw):
             raise Unsupported(f"invalid page size n={raw[:20]!r}", status=400)
         n = min(int(raw), limit)
     return n, request.query.get("last", "")

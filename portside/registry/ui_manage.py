@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from portside.errors import InvalidArgument, NotFound, PermissionDenied
 from portside.registry.ui import HOOK_EVENTS, LIBRARY, PAGE, namespace_of, see_other
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ class Manage:
         accounts = self.ui.need_accounts()
         user = self.ui.need_user(visit)
         days = visit.field("expires")
-        if days and (not days.isdigit() or not 0 < int(days) <= 3650):
+        if days and (not is_number(days) or not 0 < int(days) <= 3650):
             raise InvalidArgument(f"invalid expiry {days!r}: want 1 to 3650 days")
         expires = time.time() + int(days) * 86400 if days else None
         _, secret = await asyncio.to_thread(

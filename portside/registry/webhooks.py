@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from portside.errors import InvalidArgument, NotFound
 from portside.registry.db import metadata
 from portside.registry.names import check_name
+from portside.text import is_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -760,4 +761,4 @@ def _owner_pid(owner: str, place: str) -> int | None:
     """The pid in a lease owner ``PLACE:PID:…`` when it is of ``place``."""
     head, sep, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    return int(pid) if sep and head == place and pid.isdigit() else None
+    return int(pid) if sep and head == place and is_number(pid) else None

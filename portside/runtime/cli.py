@@ -14,6 +14,7 @@ import sys
 
 from portside.errors import InvalidArgument, PortsideError
 from portside.oci import fastjson
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ def parse_signal(text: str) -> int:
     import _signal
 
     name = text.upper()
-    if name.isdigit():
+    if is_number(name):
         return int(name)
     if not name.startswith("SIG"):
         name = "SIG" + name
@@ -345,7 +346,7 @@ def cmd_ps(ctx: Context, args: list[str]) -> int:
     sys.stdout.write(lines[0] + "\n")
     for line in lines[1:]:
         fields = line.split()
-        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in wanted:
+        if len(fields) > col and is_number(fields[col]) and int(fields[col]) in wanted:
             sys.stdout.write(line + "\n")
     return 0
 

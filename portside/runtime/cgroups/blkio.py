@@ -12,6 +12,7 @@ import os
 
 from portside.runtime.cgroups import _fs
 from portside.runtime.cgroups.base import CgroupInvalid, CgroupNotFound, CgroupUnavailable
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def v2_writes(bio: LinuxBlockIO, *, bfq: bool) -> list[Write]:
 
 def _entry(device: str, op: str, value: int) -> dict[str, Any] | None:
     major, sep, minor = device.partition(":")
-    if not sep or not major.isdigit() or not minor.isdigit():
+    if not sep or not is_number(major) or not is_number(minor):
         return None
     return {"major": int(major), "minor": int(minor), "op": op, "value": value}
 
@@ -141,7 +142,7 @@ def parse_v1_recursive(text: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) != 3 or not parts[2].isdigit():
+        if len(parts) != 3 or not is_number(parts[2]):
             continue
         entry = _entry(parts[0], parts[1], int(parts[2]))
         if entry is not None:
@@ -183,7 +184,7 @@ def parse_io_stat(text: str) -> dict[str, list[dict[str, Any]]]:
     }
     for device, fields in _fs.parse_nested_keyed(text):
         for key, value in fields.items():
-            if key not in _V2_OPS or not value.isdigit():
+            if key not in _V2_OPS or not is_number(value):
                 continue
             table, op = _V2_OPS[key]
             entry = _entry(device, op, int(value))

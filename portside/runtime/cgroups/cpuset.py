@@ -11,6 +11,7 @@ import posixpath
 
 from portside.runtime.cgroups import _fs
 from portside.runtime.cgroups.base import CgroupInvalid
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def valid_list(text: str) -> bool:
         return True
     for part in text.split(","):
         lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and (not hi.isdigit() or int(hi) < int(lo))):
+        if not is_number(lo) or (sep and (not is_number(hi) or int(hi) < int(lo))):
             return False
     return True
 

@@ -6,6 +6,7 @@ import os
 
 from portside.runtime.cgroups import _fs
 from portside.runtime.cgroups.base import CgroupInvalid
+from portside.text import is_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ __all__ = ["stats", "v1_writes", "v2_writes", "valid_page_size"]
 
 def valid_page_size(size: str) -> bool:
     """True for the kernel's spelling of a page size: ``2MB``, ``1GB``, ``64KB``."""
-    return len(size) > 2 and size[:-2].isdigit() and size[-2:] in ("KB", "MB", "GB")
+    return len(size) > 2 and is_number(size[:-2]) and size[-2:] in ("KB", "MB", "GB")
 
 
 def _writes(limits: list[LinuxHugepageLimit], suffix: str) -> list[Write]:
