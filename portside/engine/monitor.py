@@ -1,8 +1,9 @@
 """The container monitor and fork server: one process for every container.
 
-``python -m portside.engine.monitor --exec-root E --runtime-root R`` detaches
-(own session, stdio on /dev/null, log in ``E/monitor.log``), becomes a child
-subreaper and serves ``E/monitor.sock`` from a single-threaded selectors loop.
+``python -m portside.engine.monitor_main --exec-root E --runtime-root R``
+(:mod:`portside.engine.monitor_main`) detaches (own session, stdio on /dev/null, log
+in ``E/monitor.log``), becomes a child subreaper and serves ``E/monitor.sock`` from a
+single-threaded selectors loop.
 It creates containers and execs by forking the runtime from itself (the runtime is
 imported once), so every container init and exec process becomes its child. It
 holds their stdio pipes or pty masters, writes the json-file logs, fans output out
@@ -23,7 +24,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 import traceback
 
@@ -39,8 +39,6 @@ from portside.engine.monitor_proto import (
 )
 from portside.engine.monitor_spawn import (
     close_fd,
-    daemonize,
-    lock_exec_root,
     memory_cgroup,
     reset_child,
     spawn_container,
@@ -58,7 +56,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Monitor", "main"]
+__all__ = ["Monitor", "log"]
 
 #: output buffered for one attached client before it is dropped as too slow
 CLIENT_CAP = 4 << 20
@@ -744,68 +742,3 @@ def log(message: str) -> None:
         os.write(2, line.encode(errors="replace"))
     except OSError:
         pass
-
-
-def serve(exec_root: str, runtime_root: str, ready: int) -> int:
-    """The monitor process proper (after the fork): returns its exit code."""
-    from portside.linux.caps import set_child_subreaper
-
-    daemonize(exec_root)
-    lock = lock_exec_root(exec_root)
-    if lock is None:
-        os.write(ready, b"busy")
-        os.close(ready)
-        return 0
-    try:
-        set_child_subreaper(True)
-        monitor = Monitor(exec_root, runtime_root)
-        monitor.install_signals()
-        monitor.listen()
-        with open(os.path.join(exec_root, "monitor.pid"), "w") as f:
-            f.write(str(os.getpid()))
-    except (OSError, PortsideError) as exc:
-        os.write(ready, f"error: {exc}".encode())
-        os.close(ready)
-        return 1
-    os.write(ready, b"ok")
-    os.close(ready)
-    monitor.run()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="portside.engine.monitor")
-    parser.add_argument("--exec-root", required=True)
-    parser.add_argument("--runtime-root", required=True)
-    parser.add_argument("--foreground", action="store_true", help="do not fork (debugging)")
-    args = parser.parse_args(argv)
-    exec_root = os.path.abspath(args.exec_root)
-    os.makedirs(exec_root, mode=0o700, exist_ok=True)
-    r, w = os.pipe()
-    if not args.foreground:
-        pid = os.fork()
-        if pid:
-            os.close(w)
-            answer = b""
-            while chunk := os.read(r, 4096):
-                answer += chunk
-            if answer in (b"ok", b"busy"):
-                return 0
-            sys.stderr.write(f"portside monitor: {answer.decode(errors='replace') or 'died'}\n")
-            return 1
-    os.close(r)
-    code = 1
-    try:
-        code = serve(exec_root, os.path.abspath(args.runtime_root), w)
-    except BaseException:
-        log(f"monitor failed:\n{traceback.format_exc()}")
-    finally:
-        if not args.foreground:
-            os._exit(code)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -188,7 +188,7 @@ class MonitorClient:
         import subprocess
 
         os.makedirs(self.exec_root, mode=0o700, exist_ok=True)
-        argv = [sys.executable, "-m", "portside.engine.monitor",
+        argv = [sys.executable, "-m", "portside.engine.monitor_main",
                 "--exec-root", self.exec_root, "--runtime-root", self.runtime_root]  # fmt: skip
         try:
             proc = subprocess.run(
