@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.harness import BenchmarkError, Command, compare, machine
+from bench.harness import BenchmarkError, Command, compare, emit, machine
 
 __all__ = ["bench_engine_memory", "bench_engine_run_rm", "bench_engine_throughput"]
 
@@ -120,6 +120,18 @@ class _Docker:
             self._call("rmi", "busybox")
 
 
+@contextlib.contextmanager
+def _peers(d: Any) -> Iterator[tuple[_Podman, _Docker]]:
+    """podman and docker with daemon ``d``'s busybox loaded (``ok`` False where absent);
+    their containers and storage removed afterwards."""
+    podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
+    try:
+        yield podman, docker
+    finally:
+        podman.close()
+        docker.close()
+
+
 def _archive(d: Any) -> str:
     path = os.path.join(d.dir, "busybox.tar")
     if not os.path.exists(path):
@@ -140,37 +152,32 @@ def _env_command(name: str, argv: list[str], env: dict[str, str]) -> Command:
 
 def bench_engine_run_rm(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """`run --rm busybox true` end to end: our CLI, the docker CLI on our daemon, podman, docker."""
-    with _daemon() as d:
-        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
-        try:
-            ours = _env_command(
-                "portside", [*portside_cli(), "run", "--rm", NONE, "busybox", "true"], d.env()
+    with _daemon() as d, _peers(d) as (podman, docker):
+        ours = _env_command(
+            "portside", [*portside_cli(), "run", "--rm", NONE, "busybox", "true"], d.env()
+        )
+        peers = [
+            _env_command(
+                "docker-cli->portside",
+                ["docker", "run", "--rm", NONE, "busybox", "true"],
+                d.env(),
+            ),
+        ]
+        if podman.ok:
+            peers.append(Command("podman", podman.run_argv("--rm", "busybox", "true")))
+        if docker.ok:
+            peers.append(
+                _env_command("docker", docker.run_argv("--rm", "busybox", "true"), docker.env)
             )
-            peers = [
-                _env_command(
-                    "docker-cli->portside",
-                    ["docker", "run", "--rm", NONE, "busybox", "true"],
-                    d.env(),
-                ),
-            ]
-            if podman.ok:
-                peers.append(Command("podman", podman.run_argv("--rm", "busybox", "true")))
-            if docker.ok:
-                peers.append(
-                    _env_command("docker", docker.run_argv("--rm", "busybox", "true"), docker.env)
-                )
-            return compare(
-                "engine_run_rm",
-                ours,
-                peers,
-                runs=runs,
-                warmup=warmup,
-                out=out,
-                extra=lambda: {"goals": {"podman": PODMAN_GOAL_RATIO, "docker": DOCKER_GOAL_RATIO}},
-            )
-        finally:
-            podman.close()
-            docker.close()
+        return compare(
+            "engine_run_rm",
+            ours,
+            peers,
+            runs=runs,
+            warmup=warmup,
+            out=out,
+            extra=lambda: {"goals": {"podman": PODMAN_GOAL_RATIO, "docker": DOCKER_GOAL_RATIO}},
+        )
 
 
 def _cpu_ms(pids: list[int]) -> float:
@@ -234,8 +241,6 @@ def _api_runner(host: str) -> Callable[[], None]:
 
 def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """100 `run --rm busybox true`, sequential and 8 in parallel: containers per second."""
-    import json
-
     count = max(COUNT if runs >= 10 else runs * 10, 10)
     result: dict[str, Any] = {
         "benchmark": "engine_throughput",
@@ -263,8 +268,7 @@ def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -
             }
         result["ours"] = measured
         peers: dict[str, Any] = {}
-        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
-        try:
+        with _peers(d) as (podman, docker):
             for name, argv, env in (
                 ("podman", podman.run_argv("--rm", "busybox", "true") if podman.ok else None, None),
                 ("docker", docker.run_argv("--rm", "busybox", "true") if docker.ok else None,
@@ -278,9 +282,6 @@ def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -
                     "sequential_per_s": round(_rate(run, count, 1), 2),
                     "parallel_per_s": round(_rate(run, count, PARALLEL), 2),
                 }
-        finally:
-            podman.close()
-            docker.close()
     for peer in peers.values():
         for name in ("cli", "api"):
             for mode in ("sequential", "parallel"):
@@ -288,12 +289,7 @@ def bench_engine_throughput(*, runs: int, warmup: int, out: str | None = None) -
                 peer[f"ratio_{mode}_{name}"] = round(ratio, 2)
     result["peers"] = peers
     result["goals"] = {"rate_vs_podman": RATE_GOAL, "engine_cpu_ms": CPU_GOAL_MS}
-    line = json.dumps(result)
-    print(line, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(line + "\n")
-    return result
+    return emit(result, out)
 
 
 def _smaps(pid: int) -> tuple[int, int]:
@@ -362,8 +358,6 @@ def _peer_memory(run: Callable[[], None], count: int, comm: str) -> dict[str, fl
 def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """100 detached `sleep` containers: engine memory per container vs podman's conmon and
     docker's containerd-shim."""
-    import json
-
     count = COUNT if runs >= 10 else max(runs * 10, 10)
     result: dict[str, Any] = {"benchmark": "engine_memory", "count": count, "machine": machine()}
     with _daemon() as d:
@@ -382,8 +376,7 @@ def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> di
         }
         result["ours"]["monitor_total_mib"] = round(after[-1][0] / 1024, 2) if after else None
         result["ours"]["mem_available_drop_mib"] = round((avail0 - avail1) / 1024 / (count - 1), 3)
-        podman, docker = _Podman(_archive(d)), _Docker(_archive(d))
-        try:
+        with _peers(d) as (podman, docker):
             peers = {}
             if podman.ok:
                 argv = podman.run_argv("-d", "busybox", "sleep", "600")
@@ -393,12 +386,4 @@ def bench_engine_memory(*, runs: int, warmup: int, out: str | None = None) -> di
                 shim = "containerd-shim"  # containerd-shim-runc-v2, as /proc/PID/comm cuts it
                 peers["docker-shim"] = _peer_memory(_runner(argv, docker.env), count, shim)
             result["peers"] = peers
-        finally:
-            podman.close()
-            docker.close()
-    line = json.dumps(result)
-    print(line, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(line + "\n")
-    return result
+    return emit(result, out)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from bench.harness import Command, compare
+from bench.harness import Command, compare, emit
 
 __all__ = [
     "bench_network_bridge",
@@ -628,8 +628,6 @@ def _podman_port(runs: int) -> dict[str, Any] | None:
 
 def bench_network_port(*, runs: int, warmup: int, out: str | None = None) -> dict[str, Any]:
     """Host -> container through a published port (MB/s, requests/s) vs direct, podman."""
-    import json
-
     from bench.harness import machine
     from portside.engine.engine import Engine
 
@@ -656,9 +654,4 @@ def bench_network_port(*, runs: int, warmup: int, out: str | None = None) -> dic
     if podman is not None:
         result["podman_published_127.0.0.1"] = podman
     result["machine"] = machine()
-    text = json.dumps(result)
-    print(text, flush=True)
-    if out is not None:
-        with open(out, "a") as f:
-            f.write(text + "\n")
-    return result
+    return emit(result, out)

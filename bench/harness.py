@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["BenchmarkError", "Command", "compare", "discover", "machine", "summarize"]
+__all__ = ["BenchmarkError", "Command", "compare", "discover", "emit", "machine", "summarize"]
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 _PREFIX = "bench_"
@@ -193,9 +193,14 @@ def compare(
         if clash:
             raise ValueError(f"{benchmark}: extra fields {clash} clash with the standard ones")
         result.update(fields)
+    return emit(result, out)
+
+
+def emit(result: dict[str, Any], out: str | None = None) -> dict[str, Any]:
+    """Print ``result`` as one JSON line (and append it to ``out``); ``result``."""
     line = json.dumps(result)
     print(line, flush=True)
-    if out is not None:
+    if out:
         with open(out, "a") as f:
             f.write(line + "\n")
     return result

@@ -11,12 +11,12 @@ from portside.client.http import APIError, ConnectionFailed, quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from typing import Any
 
     from portside.cli.flags import Parsed
     from portside.cli.main import Context
     from portside.client import Client
+    from portside.client.http import Socket
     from portside.oci.reference import Reference
 
 __all__ = ["attach", "create", "exec_", "run", "start"]
@@ -201,7 +201,7 @@ def _attached_session(
     ctx: Context,
     client: Client,
     ref: str,
-    sock: socket.socket,
+    sock: Socket,
     buffered: bytes,
     *,
     tty: bool,

@@ -9,8 +9,9 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import select
-    import socket
     from collections.abc import Callable
+
+    from portside.client.http import Socket
 
 __all__ = ["Demuxer", "nothing", "parse_detach_keys", "raw_terminal", "stream"]
 
@@ -134,7 +135,7 @@ class _KeyWatch:
 
 
 def stream(
-    sock: socket.socket,
+    sock: Socket,
     buffered: bytes,
     *,
     tty: bool,
@@ -186,7 +187,7 @@ def stream(
                 output(sock.recv(65536))
 
 
-def _forward_stdin(fd: int, sock: socket.socket, poller: select.poll, watch: _KeyWatch) -> bool:
+def _forward_stdin(fd: int, sock: Socket, poller: select.poll, watch: _KeyWatch) -> bool:
     """Copy what stdin has to the socket; at its end close our side for writing.
     False when the socket is gone."""
     import _socket

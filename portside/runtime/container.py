@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from portside.linux.seccomp import BpfProgram
     from portside.oci.runtime_spec import LinuxResources, Process, Spec
     from portside.runtime.cgroups import CgroupManager
+    from portside.runtime.init import InitContext
     from portside.runtime.namespaces import NamespacePlan
+    from portside.runtime.sync import SyncSocket
 
 __all__ = ["DEFAULT_ROOT", "Runtime"]
 
@@ -277,21 +279,36 @@ class Runtime:
             kernel=self.kernel,
             stdio=stdio,
         )
-        direct = not plan.needs_stage1
+        self._fork_children(st, spec, ctx, parent, cleanup=cleanup)
+
+    def _fork_children(
+        self,
+        st: ContainerState,
+        spec: Spec,
+        ctx: InitContext,
+        parent: SyncSocket,
+        *,
+        cleanup: list[Any],
+    ) -> None:
+        """Fork init (through stage 1 when the namespaces need it), close our copies of
+        what went to the child, and go through the sync points; on failure the child is
+        killed and reaped."""
+        from portside.runtime import init
+
+        direct = not ctx.plan.needs_stage1
         try:
             child_pid = init.fork_init(ctx) if direct else init.run_stage1(ctx)
         finally:
-            child.close()
-            os.close(fifo_fd)
-            if console is not None:
-                console.close()
-            for _, fd in join_fds:
+            ctx.sync.close()
+            if ctx.fifo_fd is not None:
+                os.close(ctx.fifo_fd)
+            if ctx.console is not None:
+                ctx.console.close()
+            for _, fd in ctx.join_fds:
                 os.close(fd)
         ok = False
         try:
-            self._handshake(
-                st, spec, parent, child_pid, init_pid=child_pid if direct else 0, cleanup=cleanup
-            )
+            self._handshake(st, spec, parent, child_pid, direct=direct, cleanup=cleanup)
             ok = True
         finally:
             parent.close()
@@ -318,11 +335,11 @@ class Runtime:
         parent: Any,
         child_pid: int,
         *,
-        init_pid: int,
+        direct: bool,
         cleanup: list[Any],
     ) -> None:
         """The parent's side of the sync points; ``child_pid`` is stage 1's PID, or
-        init's when ``init_pid`` says it was forked without stage 1."""
+        init's when init was forked ``direct``ly, without stage 1."""
         msg = parent.expect_any(("userns", "pid"), "create")
         if msg["type"] == "userns":
             linux = spec.linux
@@ -330,7 +347,7 @@ class Runtime:
             _write_id_maps(child_pid, linux)
             parent.send("maps")
             msg = parent.expect("pid", "create")
-        st.pid = init_pid or int(msg["pid"])
+        st.pid = child_pid if direct else int(msg["pid"])
         start = process_start_time(st.pid)
         st.pid_start = start or 0
         cleanup.append(lambda: _kill_pid(st.pid, st.pid_start))

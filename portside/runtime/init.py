@@ -151,8 +151,12 @@ def install_stdio(stdio: tuple[int, int, int], keep: set[int]) -> None:
                 continue  # the listing's own fd, already closed
 
 
-def _child(ctx: InitContext, body: Callable[[InitContext], None]) -> None:
-    """Run ``body`` in a forked child; never return into the caller's stack."""
+def _fork(ctx: InitContext, body: Callable[[InitContext], None]) -> int:
+    """Run ``body`` in a forked child, which never returns into the caller's stack;
+    the child's PID."""
+    pid = os.fork()
+    if pid:
+        return pid
     try:
         body(ctx)
     except BaseException as exc:  # crosses to the parent as (errno, step, message)
@@ -210,10 +214,7 @@ def _enter(ctx: InitContext, unshare_flags: int) -> None:
 def _stage1(ctx: InitContext) -> None:
     _enter(ctx, ctx.plan.unshare_flags)
     ctx.step = "fork init"
-    pid = os.fork()
-    if pid == 0:
-        _child(ctx, _init)
-    ctx.sync.send("pid", pid=pid)
+    ctx.sync.send("pid", pid=_fork(ctx, _init))
 
 
 def _init_alone(ctx: InitContext) -> None:
@@ -235,10 +236,7 @@ def _write_time_offsets(offsets: dict[str, object]) -> None:
 
 def run_stage1(ctx: InitContext) -> int:
     """Fork stage 1; return its PID (the parent keeps going)."""
-    pid = os.fork()
-    if pid == 0:
-        _child(ctx, _stage1)
-    return pid
+    return _fork(ctx, _stage1)
 
 
 def fork_init(ctx: InitContext) -> int:
@@ -246,22 +244,16 @@ def fork_init(ctx: InitContext) -> int:
     its PID. The caller's PID namespace for children is set back before this
     returns (it is per thread, so other threads never see the new one)."""
     if not ctx.plan.creates("pid"):
-        pid = os.fork()
-        if pid == 0:
-            _child(ctx, _init_alone)
-        return pid
+        return _fork(ctx, _init_alone)
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         ctx.k.unshare(K.CLONE_NEWPID)
         try:
-            pid = os.fork()
-            if pid == 0:
-                _child(ctx, _init_alone)
+            return _fork(ctx, _init_alone)
         finally:
             ctx.k.setns(own, K.CLONE_NEWPID)
     finally:
         os.close(own)
-    return pid
 
 
 # --- init ----------------------------------------------------------------------
