@@ -24,6 +24,7 @@ Capability-gated syscalls a default container cannot use anyway (e.g. ``reboot``
 from __future__ import annotations
 
 import errno
+import functools
 import platform
 
 from portside.errors import InvalidArgument
@@ -218,13 +219,17 @@ def _conditional_rules() -> list[LinuxSyscall]:
 def default_profile() -> LinuxSeccomp:
     """Portside's default profile for this machine's ABIs (a fresh record per call)."""
     arches = NATIVE_ARCHES.get(platform.machine(), ())
-    names = sorted({name for group in ALLOWED.values() for name in group})
     return LinuxSeccomp(
         default_action="SCMP_ACT_ERRNO",
         default_errno_ret=errno.EPERM,
         architectures=list(arches),
-        syscalls=[_rule(names), *_conditional_rules()],
+        syscalls=[_rule(list(_allowed_names())), *_conditional_rules()],
     )
+
+
+@functools.cache
+def _allowed_names() -> tuple[str, ...]:
+    return tuple(sorted({name for group in ALLOWED.values() for name in group}))
 
 
 # --- Docker's profile format ------------------------------------------------------

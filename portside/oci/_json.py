@@ -83,10 +83,13 @@ def ANY(value: Any, path: str) -> Any:
 
 def list_of(item: Converter | type[Record]) -> Converter:
     conv = _as_converter(item)
+    plain = _PLAIN.get(conv)
 
     def convert(value: Any, path: str) -> list[Any]:
         if not isinstance(value, list):
             raise SpecError(f"{path}: expected a list, got {_describe(value)}")
+        if plain is not None and set(map(type, value)) <= plain:
+            return value[:]  # the common case, without a path string per item
         return [conv(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
     return convert
@@ -101,6 +104,10 @@ def map_of(item: Converter | type[Record]) -> Converter:
         return {str(k): conv(v, f"{path}.{k}") for k, v in value.items()}
 
     return convert
+
+
+# converters that return a value of exactly this type unchanged
+_PLAIN: dict[Converter, set[type]] = {STR: {str}, INT: {int}, BOOL: {bool}}
 
 
 def _as_converter(item: Converter | type[Record]) -> Converter:
@@ -220,11 +227,16 @@ class Record:
         return out
 
 
+_SCALARS = frozenset({str, int, bool, float})
+
+
 def _unconvert(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, Record):
         return value.to_json()
     if isinstance(value, list):
-        return [_unconvert(v) for v in value]
+        return [v if type(v) in _SCALARS else _unconvert(v) for v in value]
     if isinstance(value, dict):
         return {k: _unconvert(v) for k, v in value.items()}
     return value

@@ -283,6 +283,24 @@ class LinuxSeccomp(Record):
     syscalls: list[LinuxSyscall] = F(list_of(LinuxSyscall))
 
 
+_SECCOMP_SEEN: dict[str, LinuxSeccomp] = {}  # profile JSON -> its record
+_SECCOMP_SEEN_LIMIT = 16
+
+
+def _seccomp(value: Any, path: str) -> LinuxSeccomp:
+    """``LinuxSeccomp.from_json``, remembered by the profile's JSON: a long-lived
+    runtime (the engine's monitor) reads the same ~400-name profile for nearly every
+    container. The record is shared between specs, so it is never changed in place."""
+    key = fastjson.dumps(value)
+    hit = _SECCOMP_SEEN.get(key)
+    if hit is None:
+        hit = LinuxSeccomp.from_json(value, path)  # a bad profile raises, unremembered
+        if len(_SECCOMP_SEEN) >= _SECCOMP_SEEN_LIMIT:
+            _SECCOMP_SEEN.pop(next(iter(_SECCOMP_SEEN)))
+        _SECCOMP_SEEN[key] = hit
+    return hit
+
+
 class Linux(Record):
     namespaces: list[LinuxNamespace] = F(list_of(LinuxNamespace))
     uid_mappings: list[IDMapping] = F(list_of(IDMapping), json="uidMappings")
@@ -292,7 +310,7 @@ class Linux(Record):
     cgroups_path: str | None = F(STR, json="cgroupsPath")
     resources: LinuxResources | None = F(LinuxResources)
     rootfs_propagation: str | None = F(STR, json="rootfsPropagation")
-    seccomp: LinuxSeccomp | None = F(LinuxSeccomp)
+    seccomp: LinuxSeccomp | None = F(_seccomp)
     sysctl: dict[str, str] = F(map_of(STR))
     masked_paths: list[str] = F(_STRS, json="maskedPaths")
     readonly_paths: list[str] = F(_STRS, json="readonlyPaths")

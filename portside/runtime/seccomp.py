@@ -203,6 +203,7 @@ def compile_seccomp(spec: LinuxSeccomp) -> bytes:
 
 _COMPILED: dict[str, scmp.BpfProgram] = {}  # profile JSON -> program and flags
 _COMPILED_LIMIT = 16
+_RECORDS: list[tuple[LinuxSeccomp, scmp.BpfProgram]] = []  # newest last
 
 
 def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
@@ -216,9 +217,13 @@ def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
     one for nearly every container. A bad profile raises and is not remembered."""
     from portside.oci import fastjson
 
+    for known, program in _RECORDS:  # the records parse_spec shares, without a dumps
+        if known is spec:
+            return program
     key = fastjson.dumps(spec.to_json())
     hit = _COMPILED.get(key)
     if hit is not None:
+        _remember(spec, hit)
         return hit
     plan = plan_seccomp(spec)
     flags = 0
@@ -228,7 +233,13 @@ def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
     if len(_COMPILED) >= _COMPILED_LIMIT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = compiled
+    _remember(spec, compiled)
     return compiled
+
+
+def _remember(spec: LinuxSeccomp, program: scmp.BpfProgram) -> None:
+    _RECORDS.append((spec, program))
+    del _RECORDS[:-_COMPILED_LIMIT]
 
 
 def load_seccomp(spec: LinuxSeccomp) -> None:

@@ -805,3 +805,53 @@ valid_configs = _obj(
 def test_valid_configs_round_trip(doc: dict[str, Any]) -> None:
     assert parse_spec(doc).to_json() == doc
     assert parse_spec(json.loads(json.dumps(doc))).to_json() == doc
+
+
+# --- the fast paths ------------------------------------------------------------------------
+
+
+class _Lists(Record):
+    names: list[str] = F(list_of(STR))
+    counts: list[int] = F(list_of(INT))
+
+
+@given(st.lists(st.one_of(st.text(max_size=3), st.integers(), st.booleans(), st.floats())))
+def test_scalar_lists_agree_with_the_item_converter(items: list[Any]) -> None:
+    """A list of exactly the right type is copied whole; anything else goes item by
+    item, so the error names the first wrong item and integral floats still convert."""
+    for key, conv in (("names", STR), ("counts", INT)):
+        try:
+            expected: Any = [conv(v, f"{key}[{i}]") for i, v in enumerate(items)]
+        except SpecError as exc:
+            expected = str(exc)
+        try:
+            got: Any = getattr(_Lists.from_json({key: items}), key)
+        except SpecError as exc:
+            got = str(exc)
+        assert got == expected
+        if isinstance(got, list):
+            assert got is not items  # a copy: the record never shares the parsed JSON
+
+
+def test_bool_is_not_an_int_in_a_list() -> None:
+    with pytest.raises(SpecError, match=r"^counts\[1\]: expected an integer"):
+        _Lists.from_json({"counts": [1, True]})
+
+
+def test_a_seccomp_profile_is_parsed_once_per_text() -> None:
+    config = full_config()
+    first = parse_spec(copy.deepcopy(config)).linux
+    second = parse_spec(copy.deepcopy(config)).linux
+    assert first is not None and second is not None
+    assert first.seccomp is not None and first.seccomp is second.seccomp
+    config["linux"]["seccomp"]["defaultAction"] = "SCMP_ACT_KILL"
+    third = parse_spec(config).linux
+    assert third is not None and third.seccomp is not first.seccomp
+    assert third.seccomp is not None and third.seccomp.default_action == "SCMP_ACT_KILL"
+
+
+def test_a_bad_seccomp_profile_fails_every_time() -> None:
+    config = set_at(full_config(), ["linux", "seccomp", "syscalls", 0, "names"], "read")
+    for _ in range(2):
+        with pytest.raises(SpecError, match=r"^linux\.seccomp\.syscalls\[0\]\.names"):
+            parse_spec(copy.deepcopy(config))

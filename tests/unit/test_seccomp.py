@@ -397,3 +397,13 @@ def test_a_bad_profile_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> N
         with pytest.raises(InvalidArgument):
             seccomp.compile_profile(bad)
     assert seccomp._COMPILED == {}
+
+
+def test_compile_profile_remembers_records_and_texts() -> None:
+    profile = spec(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}])
+    program = seccomp.compile_profile(profile)
+    assert seccomp.compile_profile(profile) is program  # the same record
+    twin = spec(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}])
+    assert seccomp.compile_profile(twin) is program  # the same text
+    other = spec(syscalls=[{"names": ["rmdir"], "action": "SCMP_ACT_ERRNO"}])
+    assert seccomp.compile_profile(other) is not program
