@@ -49,7 +49,10 @@ def container_to_doc(c: Container) -> str:
     asdict's deep copy of every dict and list (this runs on every state change)."""
     doc = {name: getattr(c, name) for name in _CONTAINER_FIELDS}
     doc["state"] = {name: getattr(c.state, name) for name in _STATE_FIELDS}
-    return json.dumps(doc, separators=(",", ":"))
+    return _COMPACT.encode(doc)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: dumps makes one per call
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:

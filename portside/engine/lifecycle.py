@@ -10,6 +10,7 @@ runtime calls go directly to :class:`portside.runtime.container.Runtime`.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import signal as _signal
@@ -63,10 +64,16 @@ def _parse_time(text: str) -> float:
     """Seconds since the epoch of an RFC3339Nano time (0.0 for Docker's zero time)."""
     if not text or text.startswith("0001-"):
         return 0.0
-    import calendar
-
     base, _, frac = text.rstrip("Z").partition(".")
-    secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    parts = (base[:4], base[5:7], base[8:10], base[11:13], base[14:16], base[17:])
+    if len(base) == 19 and base[4::3] == "--T::" and is_number("".join(parts)):
+        # the form now_rfc3339 writes: datetime is ~20x cheaper than strptime
+        y, mo, d, h, mi, sec = (int(p) for p in parts)
+        secs = datetime.datetime(y, mo, d, h, mi, sec, tzinfo=datetime.UTC).timestamp()
+    else:
+        import calendar
+
+        secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     return secs + (float("0." + frac) if frac else 0.0)
 
 

@@ -46,11 +46,14 @@ class ProtocolError(InvalidArgument):
     """A peer sent bytes that are not a valid message."""
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 def valid_id(value: object) -> str:
     """A container or exec ID safe as a file name; InvalidArgument otherwise."""
     s = value if isinstance(value, str) else ""
-    ok = 0 < len(s) <= 128 and s[0] != "." and all(c.isalnum() or c in "_.-" for c in s)
-    if not ok or not s.isascii():
+    ok = 0 < len(s) <= 128 and s[0] != "." and _ID_CHARS.issuperset(s)
+    if not ok:
         raise InvalidArgument(f"invalid id {value!r}")
     return s
 

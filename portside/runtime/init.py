@@ -29,6 +29,7 @@ Any failure is sent as ``error`` with the step's name and errno.
 
 from __future__ import annotations
 
+import gc
 import os
 
 from portside.errors import InvalidArgument
@@ -157,6 +158,9 @@ def _fork(ctx: InitContext, body: Callable[[InitContext], None]) -> int:
     pid = os.fork()
     if pid:
         return pid
+    # a collection here would write to every tracked object of the parent's heap,
+    # copying those pages; the child allocates little before it execs
+    gc.disable()
     try:
         body(ctx)
     except BaseException as exc:  # crosses to the parent as (errno, step, message)

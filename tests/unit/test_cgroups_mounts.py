@@ -17,6 +17,7 @@ from portside.runtime.cgroups.mounts import (
     layout_from_mounts,
     parse_mountinfo,
     parse_proc_cgroup,
+    read_layout,
     resolve_dir,
     systemd_path,
 )
@@ -209,3 +210,21 @@ def test_resolve_dir() -> None:
     assert resolve_dir(pids, "pids", "x", own) == "/sys/fs/cgroup/pids/pod1/x"
     # a hierarchy missing from /proc/self/cgroup: its root
     assert resolve_dir(cpu, "cpuset", "x", own) == "/sys/fs/cgroup/cpu/x"
+
+
+def test_read_layout_is_remembered_while_the_cgroup_mounts_stay() -> None:
+    other = "90 46 0:99 / /var/lib/x/rootfs rw - overlay overlay rw,lowerdir=/a\n"
+    first = read_layout("/sys/fs/cgroup", HYBRID)
+    assert read_layout("/sys/fs/cgroup", other + HYBRID + other) is first
+    assert read_layout("/sys/fs/cgroup/unified", HYBRID) is not first
+    changed = read_layout("/sys/fs/cgroup", SYSTEMD_HOST)
+    assert changed is not first and changed.mode == "v1"
+
+
+def test_read_layout_of_a_tree_is_not_remembered(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("")
+    assert read_layout(str(tmp_path), "").mode == "v2"
+    (tmp_path / "cgroup.controllers").unlink()
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "pids" / "cgroup.procs").write_text("")
+    assert read_layout(str(tmp_path), "").mode == "v1"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
+import time
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portside.engine import views
 from portside.engine.model import Container, ContainerState, Paths, rfc3339
@@ -125,3 +131,22 @@ def test_host_config_defaults() -> None:
     assert views.host_config_defaults({}, "none")["NetworkMode"] == "none"
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {}}
     assert hc["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
+
+
+@given(st.datetimes(datetime.datetime(1970, 1, 2), datetime.datetime(9999, 1, 1)))
+def test_parse_time_reads_what_rfc3339_writes(moment: datetime.datetime) -> None:
+    from portside.engine.lifecycle import _parse_time
+
+    seconds = moment.replace(tzinfo=datetime.UTC).timestamp()
+    text = rfc3339(round(seconds * 1_000_000) * 1000)
+    assert abs(_parse_time(text) - seconds) < 1e-3
+    base = text.partition(".")[0].rstrip("Z")
+    assert int(_parse_time(text)) == calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T00:00:00Z", "2026-11-29 04:47:19Z", "x"])
+def test_parse_time_refuses_what_strptime_refuses(text: str) -> None:
+    from portside.engine.lifecycle import _parse_time
+
+    with pytest.raises(ValueError):
+        _parse_time(text)

@@ -261,8 +261,21 @@ def read_layout(root: str, mountinfo: str | None = None) -> Layout:
     if mountinfo is None:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             mountinfo = f.read()
-    layout = layout_from_mounts(parse_mountinfo(mountinfo), root)
-    return layout if layout is not None else layout_from_dir(root)
+    # only the cgroup lines matter; other mounts (a container's root) come and go
+    lines = "\n".join(line for line in mountinfo.split("\n") if " - cgroup" in line)
+    layout = _LAYOUTS.get((root, lines))
+    if layout is not None:
+        return layout
+    layout = layout_from_mounts(parse_mountinfo(lines), root)
+    if layout is None:
+        return layout_from_dir(root)  # not remembered: a directory tree can change
+    if len(_LAYOUTS) >= 8:
+        _LAYOUTS.clear()
+    _LAYOUTS[(root, lines)] = layout
+    return layout
+
+
+_LAYOUTS: dict[tuple[str, str], Layout] = {}  # (root, cgroup mount lines) -> layout
 
 
 def resolve_dir(mount: Mount, key: str, path: str, own: dict[str, str]) -> str:
