@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from portside.client import APIError, Client, ConnectionFailed, encode_filters, parse_host
+from portside.client import (
+    API_VERSION,
+    APIError,
+    Client,
+    ConnectionFailed,
+    encode_filters,
+    parse_host,
+)
 from portside.client.api import read_wait
 from portside.client.fakeserver import FakeDaemon, frame
 from portside.client.http import encode_query
@@ -204,3 +214,145 @@ def test_exported_surface() -> None:
         "read_wait",
     }
     assert issubclass(portside.client.ConnectionFailed, portside.client.http.Unavailable)
+
+
+# --- keep-alive ------------------------------------------------------------------------------
+
+
+class _Http11:
+    """An HTTP/1.1 server on a unix socket answering each request with the next of
+    ``answers`` (raw response bytes; None closes the connection instead); it
+    records on which connection (0, 1, ...) each request arrived."""
+
+    def __init__(self, path: str, answers: list[bytes | None]) -> None:
+        self.answers = answers
+        self.seen: list[tuple[int, str]] = []  # (connection, request line)
+        self.close_after: set[int] = set()  # connections closed after one answer
+        self.closed = 0
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(path)
+        self.server.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        number = 0
+        while self.answers:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):  # a client that went away
+                self._answer(conn, number)
+            self.closed += 1
+            number += 1
+
+    def _answer(self, conn: socket.socket, number: int) -> None:
+        data = b""
+        while self.answers:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            self.seen.append((number, head.split(b"\r\n")[0].decode()))
+            answer = self.answers.pop(0)
+            if answer is None:
+                return
+            conn.sendall(answer)
+            if number in self.close_after:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(5)
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
+_NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def _client_and_server(tmp_path: Path, answers: list[bytes | None]) -> tuple[Client, _Http11]:
+    path = str(tmp_path / "d.sock")
+    client = Client(f"unix://{path}")
+    client.transport.timeout = 10  # a broken test fails instead of hanging
+    return client, _Http11(path, answers)
+
+
+def test_connections_are_kept_for_the_next_request(tmp_path: Path) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    client, server = _client_and_server(tmp_path, [_OK, chunked, _NO_CONTENT, _OK])
+    try:
+        assert client.ping() == "OK"
+        assert client.call("GET", "/info") == {}
+        client.call("POST", "/containers/x/start")
+        assert client.ping() == "OK"
+    finally:
+        server.close()
+    assert [conn for conn, _ in server.seen] == [0, 0, 0, 0]
+    assert "Connection: close" not in str(server.seen)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK",  # HTTP/1.0 closes
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nOK",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKstray",  # more than the body
+    ],
+)
+def test_connections_that_cannot_go_on_are_closed(tmp_path: Path, first: bytes) -> None:
+    client, server = _client_and_server(tmp_path, [first, _OK])
+    try:
+        assert client.ping() == "OK"
+        assert client.ping() == "OK"
+    finally:
+        server.close()
+    assert [conn for conn, _ in server.seen] == [0, 1]
+
+
+def test_a_body_left_unread_closes_the_connection(tmp_path: Path) -> None:
+    long = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000
+    client, server = _client_and_server(tmp_path, [long, _OK])
+    try:
+        client.request("GET", "/containers/x/logs").close()  # not read
+        assert client.ping() == "OK"
+    finally:
+        server.close()
+    assert [conn for conn, _ in server.seen] == [0, 1]
+
+
+def test_a_connection_the_daemon_closed_is_replaced(tmp_path: Path) -> None:
+    # the daemon closed the kept connection while idle: the client sees that before
+    # it sends, and sends the POST once, on a new connection
+    client, server = _client_and_server(tmp_path, [_OK, _NO_CONTENT])
+    server.close_after = {0}
+    try:
+        assert client.ping() == "OK"
+        deadline = time.monotonic() + 5
+        while server.closed < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.call("POST", "/containers/x/stop") is None
+    finally:
+        server.close()
+    assert [(conn, line.split()[0]) for conn, line in server.seen] == [(0, "GET"), (1, "POST")]
+
+
+def test_a_connection_closed_as_the_request_arrives(tmp_path: Path) -> None:
+    # closed after the request arrived, without an answer: a GET goes again on a
+    # new connection, a POST (which the daemon may have carried out) fails
+    client, server = _client_and_server(tmp_path, [_OK, None, _OK, None])
+    try:
+        assert client.ping() == "OK"
+        assert client.ping() == "OK"
+        with pytest.raises(ConnectionFailed):
+            client.call("POST", "/containers/x/stop")
+    finally:
+        server.close()
+    assert server.seen == [
+        (0, f"GET /v{API_VERSION}/_ping HTTP/1.1"),
+        (0, f"GET /v{API_VERSION}/_ping HTTP/1.1"),
+        (1, f"GET /v{API_VERSION}/_ping HTTP/1.1"),
+        (1, f"POST /v{API_VERSION}/containers/x/stop HTTP/1.1"),
+    ]
