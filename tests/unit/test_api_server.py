@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -378,3 +379,54 @@ def test_system(engine: FakeEngine) -> None:
 
 def test_frame() -> None:
     assert frame(2, b"err") == b"\x02\x00\x00\x00\x00\x00\x00\x03err"
+
+
+# --- the threads of blocking calls ------------------------------------------------------------
+
+
+def test_blocking_calls_reuse_idle_threads() -> None:
+    import threading
+
+    from portside.api.server import _Waiters
+
+    waiters = _Waiters()
+    names: list[int] = []
+    for _ in range(20):  # one after another: one thread does them all
+        done = threading.Event()
+        waiters.submit(lambda d=done: (names.append(threading.get_ident()), d.set()))
+        assert done.wait(5)
+        time.sleep(0.005)  # let it count itself idle again
+    assert len(set(names)) == 1
+    # blocked ones: each gets a thread of its own, and none waits for another
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def blocked() -> None:
+        started.release()
+        release.wait(10)
+
+    for _ in range(5):
+        waiters.submit(blocked)
+    for _ in range(5):
+        assert started.acquire(timeout=5)
+    release.set()
+
+
+def test_idle_threads_retire(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from portside.api.server import _Waiters
+
+    monkeypatch.setattr(_Waiters, "IDLE_SECONDS", 0.05)
+    waiters = _Waiters()
+    before = threading.active_count()
+    done = threading.Event()
+    waiters.submit(done.set)
+    assert done.wait(5)
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+    again = threading.Event()
+    waiters.submit(again.set)  # a new thread once the last one is gone
+    assert again.wait(5)
