@@ -167,13 +167,13 @@ def v2fs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupfs:
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     """Every control-file write, as (directory, file, value)."""
     calls: list[tuple[str, str, str]] = []
-    real = _fs.write
+    real = _fs._write_run
 
-    def write(directory: str, name: str, value: str) -> None:
-        calls.append((directory, name, value))
-        real(directory, name, value)
+    def write_run(directory: str, name: str, values: list[str]) -> tuple[int, Exception | None]:
+        calls.extend((directory, name, value) for value in values)
+        return real(directory, name, values)
 
-    monkeypatch.setattr(_fs, "write", write)
+    monkeypatch.setattr(_fs, "_write_run", write_run)
     return calls
 
 
@@ -417,20 +417,60 @@ def test_kill_all_freezes_signals_thaws(
 
 
 def test_write_all_defers_einval(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+    calls: list[tuple[str, list[str]]] = []
 
-    def write(directory: str, name: str, value: str) -> None:
-        calls.append(name)
-        if name == "cpu.cfs_period_us" and calls.count(name) == 1:
-            raise CgroupInvalid("write: Invalid argument")
+    def write_run(directory: str, name: str, values: list[str]) -> tuple[int, Exception | None]:
+        calls.append((name, values))
+        if name == "cpu.cfs_period_us" and len(calls) == 1:
+            return 0, CgroupInvalid("write: Invalid argument")
+        return len(values), None
 
-    monkeypatch.setattr(_fs, "write", write)
+    monkeypatch.setattr(_fs, "_write_run", write_run)
     writes = [("cpu.cfs_period_us", "1000"), ("cpu.cfs_quota_us", "500")]
     _fs.write_all("/x", writes, deferrable=["cpu.cfs_period_us"])
-    assert calls == ["cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.cfs_period_us"]
+    assert calls == [
+        ("cpu.cfs_period_us", ["1000"]),
+        ("cpu.cfs_quota_us", ["500"]),
+        ("cpu.cfs_period_us", ["1000"]),
+    ]
     calls.clear()
     with pytest.raises(CgroupInvalid):
         _fs.write_all("/x", writes)
+
+
+def test_write_all_defers_only_the_failed_write_of_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    def write_run(directory: str, name: str, values: list[str]) -> tuple[int, Exception | None]:
+        calls.append((name, values))
+        if len(calls) == 1:  # the second value of the first run fails
+            return 1, CgroupInvalid("write: Invalid argument")
+        return len(values), None
+
+    monkeypatch.setattr(_fs, "_write_run", write_run)
+    writes = [("a", "1"), ("a", "2"), ("a", "3"), ("b", "4")]
+    _fs.write_all("/x", writes, deferrable=["a"])
+    assert calls == [("a", ["1", "2", "3"]), ("a", ["3"]), ("b", ["4"]), ("a", ["2"])]
+
+
+def test_consecutive_writes_share_one_open(tmp_path: Path) -> None:
+    for name in ("devices.allow", "devices.deny"):
+        (tmp_path / name).write_text("old")
+    writes = [
+        ("devices.deny", "a"),
+        ("devices.allow", "c 1:3 rwm"),
+        ("devices.allow", "c 1:5 rwm"),
+        ("devices.deny", "c 1:5 w"),
+    ]
+    _fs.write_all(str(tmp_path), writes)
+    # one open (truncating once) per run of writes, each value its own write
+    assert (tmp_path / "devices.allow").read_text() == "c 1:3 rwmc 1:5 rwm"
+    assert (tmp_path / "devices.deny").read_text() == "c 1:5 w"
+
+
+def test_a_failed_write_names_its_value(tmp_path: Path) -> None:
+    with pytest.raises(CgroupUnavailable, match=r"write .*/devices.allow = c 1:3 rwm"):
+        _fs.write_all(str(tmp_path), [("devices.allow", "c 1:3 rwm"), ("devices.allow", "x")])
 
 
 # --- v2 ---------------------------------------------------------------------------------

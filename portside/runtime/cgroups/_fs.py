@@ -73,32 +73,53 @@ def mkdir(parent: str, name: str) -> str:
 
 def write(directory: str, name: str, value: str) -> None:
     """Write ``value`` to ``directory/name`` in one ``write(2)``."""
+    _, error = _write_run(directory, name, [value])
+    if error is not None:
+        raise error
+
+
+def _write_run(directory: str, name: str, values: list[str]) -> tuple[int, CgroupError | None]:
+    """Write each of ``values`` to ``directory/name`` in a ``write(2)`` of its own, on
+    one open file (a control file takes one rule or value per write: devices.allow
+    gets a dozen in a row). How many were written, and the error that stopped it."""
     path = f"{directory}/{name}"
+    done = 0
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
-            os.write(fd, value.encode())
+            for value in values:
+                os.write(fd, value.encode())
+                done += 1
         finally:
             os.close(fd)
     except OSError as exc:
-        raise translate_oserror(exc, f"write {path} = {value}", directory) from exc
+        return done, translate_oserror(exc, f"write {path} = {values[done]}", directory)
+    return done, None
 
 
 def write_all(directory: str, writes: Iterable[Write], *, deferrable: Iterable[str] = ()) -> None:
-    """Perform ``writes`` in order.
+    """Perform ``writes`` in order; consecutive writes to one file share its open.
 
     A write to a file named in ``deferrable`` that fails with EINVAL is retried once
     after all the others (runc's trick for ``cpu.cfs_period_us`` vs. the old quota).
     """
     later: list[Write] = []
     may_defer = set(deferrable)
-    for name, value in writes:
-        try:
-            write(directory, name, value)
-        except CgroupInvalid:
-            if name not in may_defer:
-                raise
-            later.append((name, value))
+    pending = list(writes)
+    start = 0
+    while start < len(pending):
+        name = pending[start][0]
+        end = start + 1
+        while end < len(pending) and pending[end][0] == name:
+            end += 1
+        done, error = _write_run(directory, name, [value for _, value in pending[start:end]])
+        if error is None:
+            start = end
+            continue
+        if not isinstance(error, CgroupInvalid) or name not in may_defer:
+            raise error
+        later.append(pending[start + done])
+        start += done + 1  # the rest of that run goes on as before
     for name, value in later:
         write(directory, name, value)
 
