@@ -144,13 +144,33 @@ def _mount_one(
         source = m.source or fstype
         dest = mkdir_all_in_root(rootfs, m.destination)
     fd = open_in_root(rootfs, dest, f"mount {m.destination}", real_root=real_root)
+    real_parent = _real_below(real_root, rootfs, os.path.dirname(dest) or dest)
     try:
-        _mount_at(k, m, opts=opts, fstype=fstype, source=source, dest=dest, fd=fd, special=special)
+        _mount_at(
+            k,
+            m,
+            opts=opts,
+            fstype=fstype,
+            source=source,
+            dest=dest,
+            fd=fd,
+            special=special,
+            real_parent=real_parent,
+        )
     except OSError as exc:
         detail = f"mount {source} on {m.destination} (type {fstype}, options {','.join(m.options)})"
         raise OSError(exc.errno, f"{detail}: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(fd)
+
+
+def _real_below(real_root: str | None, rootfs: str, path: str) -> str | None:
+    """What ``path`` (resolved inside ``rootfs``, so free of symlinks below it) must
+    resolve to, from the rootfs's real path; None when that cannot be told."""
+    top = rootfs.rstrip("/")
+    if real_root is None or not (path == top or path.startswith(top + "/")):
+        return None
+    return real_root.rstrip("/") + path[len(top) :]
 
 
 def _mount_at(
@@ -163,6 +183,7 @@ def _mount_at(
     dest: str,
     fd: int,
     special: Callable[[Mount, str], bool] | None,
+    real_parent: str | None = None,
 ) -> None:
     """Mount ``m`` on the checked fd of its destination.
 
@@ -186,7 +207,9 @@ def _mount_at(
     extra = opts.flags & ~(K.MS_BIND | K.MS_REC | K.MS_REMOUNT) if opts.is_bind else 0
     if not extra and not opts.propagation:
         return
-    mounted = open_in_root(os.path.dirname(dest) or dest, dest, f"mount {m.destination}")
+    mounted = open_in_root(
+        os.path.dirname(dest) or dest, dest, f"mount {m.destination}", real_root=real_parent
+    )
     try:
         top = f"/proc/self/fd/{mounted}"
         if extra:

@@ -593,3 +593,18 @@ def test_readonly_paths_retries_a_refused_remount(tmp_path: Path) -> None:
     k = FailingKernel(lambda source, t, flags: bool(flags & K.MS_REMOUNT))
     rootfs.readonly_paths(k, [str(tmp_path)])
     assert len(mounts_of(k)) == 3
+
+
+@pytest.mark.parametrize(
+    ("real_root", "top", "path", "expected"),
+    [
+        ("/real/root", "/link/root", "/link/root/etc", "/real/root/etc"),
+        ("/real/root", "/link/root/", "/link/root/etc/x", "/real/root/etc/x"),
+        ("/real/root", "/link/root", "/link/root", "/real/root"),
+        ("/real/root", "/link/root", "/link/rootish/etc", None),  # not below the rootfs
+        ("/real/root", "/link/root", "/elsewhere", None),
+        (None, "/link/root", "/link/root/etc", None),
+    ],
+)
+def test_real_below(real_root: str | None, top: str, path: str, expected: str | None) -> None:
+    assert rootfs._real_below(real_root, top, path) == expected
