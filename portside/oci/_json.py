@@ -171,17 +171,30 @@ class Record:
                 fields.append(value)
                 delattr(cls, name)
         cls.__fields__ = tuple(fields)
+        # for __init__, which every record of a spec goes through (~50 per container)
+        cls._names = frozenset(f.name for f in fields)
+        cls._required = tuple(f.name for f in fields if f.required)
+        cls._defaults = {f.name: f.default for f in fields if f.factory is None}
+        cls._factories = tuple((f.name, f.factory) for f in fields if f.factory is not None)
+
+    _names: ClassVar[frozenset[str]] = frozenset()
+    _required: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+    _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]] = ()
 
     def __init__(self, **kwargs: Any) -> None:
-        for f in self.__fields__:
-            if f.name in kwargs:
-                setattr(self, f.name, kwargs.pop(f.name))
-            elif f.required:
-                raise TypeError(f"{type(self).__name__}: missing field {f.name!r}")
-            else:
-                setattr(self, f.name, f.initial())
-        if kwargs:
-            raise TypeError(f"{type(self).__name__}: unknown fields {sorted(kwargs)}")
+        cls = type(self)
+        for name in cls._required:
+            if name not in kwargs:
+                raise TypeError(f"{cls.__name__}: missing field {name!r}")
+        if not cls._names.issuperset(kwargs):
+            raise TypeError(f"{cls.__name__}: unknown fields {sorted(kwargs.keys() - cls._names)}")
+        values = self.__dict__
+        values.update(cls._defaults)
+        for name, factory in cls._factories:
+            if name not in kwargs:
+                values[name] = factory()
+        values.update(kwargs)
 
     def __repr__(self) -> str:
         parts = [
@@ -204,6 +217,7 @@ class Record:
         if not isinstance(data, dict):
             raise SpecError(f"{path or '.'}: expected an object, got {_describe(data)}")
         obj = cls.__new__(cls)
+        values = obj.__dict__
         for f in cls.__fields__:
             key = f.json or f.name
             value = data.get(key)
@@ -211,16 +225,17 @@ class Record:
                 if f.required:
                     sub = f"{path}.{key}" if path else key
                     raise SpecError(f"{sub}: required field is missing")
-                setattr(obj, f.name, f.initial())
+                values[f.name] = f.initial()
                 continue
-            setattr(obj, f.name, f.conv(value, f"{path}.{key}" if path else key))
+            values[f.name] = f.conv(value, f"{path}.{key}" if path else key)
         return obj
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object; unset fields and empty collections are left out."""
         out: dict[str, Any] = {}
+        values = self.__dict__
         for f in self.__fields__:
-            value = getattr(self, f.name)
+            value = values[f.name]
             if value is None or (f.factory is not None and not value):
                 continue
             out[f.json or f.name] = _unconvert(value)
