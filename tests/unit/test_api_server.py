@@ -395,7 +395,9 @@ def test_blocking_calls_reuse_idle_threads() -> None:
         done = threading.Event()
         waiters.submit(lambda d=done: (names.append(threading.get_ident()), d.set()))
         assert done.wait(5)
-        time.sleep(0.005)  # let it count itself idle again
+        deadline = time.monotonic() + 5
+        while waiters._idle == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)  # until it counts itself idle again
     assert len(set(names)) == 1
     # blocked ones: each gets a thread of its own, and none waits for another
     release = threading.Event()
@@ -419,14 +421,13 @@ def test_idle_threads_retire(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(_Waiters, "IDLE_SECONDS", 0.05)
     waiters = _Waiters()
-    before = threading.active_count()
+    ran: list[threading.Thread] = []
     done = threading.Event()
-    waiters.submit(done.set)
+    waiters.submit(lambda: (ran.append(threading.current_thread()), done.set()))
     assert done.wait(5)
-    deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == before
+    ran[0].join(5)
+    assert not ran[0].is_alive()  # idle past IDLE_SECONDS: gone
     again = threading.Event()
-    waiters.submit(again.set)  # a new thread once the last one is gone
-    assert again.wait(5)
+    waiters.submit(lambda: (ran.append(threading.current_thread()), again.set()))
+    assert again.wait(5)  # a new thread once the last one is gone
+    assert ran[1] is not ran[0]
