@@ -301,6 +301,12 @@ def _seccomp(value: Any, path: str) -> LinuxSeccomp:
     return hit
 
 
+def shared_seccomp(record: LinuxSeccomp) -> bool:
+    """Whether ``record`` is one of the profiles parse_spec hands out to every spec of
+    the same text (never changed in place, so its identity stands for its content)."""
+    return any(record is seen for seen in _SECCOMP_SEEN.values())
+
+
 class Linux(Record):
     namespaces: list[LinuxNamespace] = F(list_of(LinuxNamespace))
     uid_mappings: list[IDMapping] = F(list_of(IDMapping), json="uidMappings")

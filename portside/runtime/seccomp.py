@@ -217,7 +217,7 @@ def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
     one for nearly every container. A bad profile raises and is not remembered."""
     from portside.oci import fastjson
 
-    for known, program in _RECORDS:  # the records parse_spec shares, without a dumps
+    for known, program in _RECORDS:  # records parse_spec shares: no dumps needed
         if known is spec:
             return program
     key = fastjson.dumps(spec.to_json())
@@ -238,6 +238,12 @@ def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
 
 
 def _remember(spec: LinuxSeccomp, program: scmp.BpfProgram) -> None:
+    """Keep ``program`` under the identity of ``spec`` when that identity stands for its
+    content (a record parse_spec shares); any other record may be changed later."""
+    from portside.oci.runtime_spec import shared_seccomp
+
+    if not shared_seccomp(spec):
+        return
     _RECORDS.append((spec, program))
     del _RECORDS[:-_COMPILED_LIMIT]
 
