@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["is_number"]
+__all__ = ["ASCII_ALNUM", "is_number"]
+
+#: ASCII letters and digits: with a few punctuation marks, the alphabet of IDs and names
+ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
 def is_number(text: str) -> bool:

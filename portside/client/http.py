@@ -153,11 +153,6 @@ class Transport:
             sock.close()
         return None
 
-    def close(self) -> None:
-        """Close the idle connections."""
-        while self.idle:
-            self.idle.pop().close()
-
     def connect(self) -> Socket:
         try:
             if self.scheme == "unix":

@@ -17,6 +17,7 @@ import json
 import struct
 
 from portside.errors import InvalidArgument, PortsideError
+from portside.text import ASCII_ALNUM
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class ProtocolError(InvalidArgument):
     """A peer sent bytes that are not a valid message."""
 
 
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_ID_CHARS = ASCII_ALNUM | frozenset("_.-")
 
 
 def valid_id(value: object) -> str:

@@ -15,6 +15,7 @@ from portside.errors import Internal
 from portside.oci import fastjson
 from portside.oci._json import ANY, BOOL, INT, STR, F, Record, map_of
 from portside.runtime.errors import ContainerExists, ContainerNotFound, InvalidID
+from portside.text import ASCII_ALNUM
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def state_document(state: ContainerState) -> dict[str, Any]:
     return out
 
 
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+_ID_CHARS = ASCII_ALNUM | frozenset("_+-.")
 
 
 def validate_id(container_id: str) -> None:
