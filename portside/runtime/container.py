@@ -144,8 +144,8 @@ class Runtime:
 
     # --- create ----------------------------------------------------------------
 
-    def _prepare(self, bundle: str) -> tuple[Spec, dict[str, Any], str, BpfProgram | None]:
-        spec, config = _load_config(os.path.join(bundle, "config.json"))
+    def _prepare(self, bundle: str) -> tuple[Spec, dict[str, Any], bytes, str, BpfProgram | None]:
+        spec, config, raw = _load_config(os.path.join(bundle, "config.json"))
         if spec.process is None:
             raise InvalidArgument("process: a container needs a process to run")
         if spec.root is None:
@@ -168,7 +168,7 @@ class Runtime:
 
             for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
                 parse_caps(getattr(caps, name), f"process.capabilities.{name}")
-        return spec, config, rootfs, seccomp
+        return spec, config, raw, rootfs, seccomp
 
     def create(
         self,
@@ -187,7 +187,7 @@ class Runtime:
         ``stdio``: fds to become the container's 0, 1 and 2 instead of the caller's
         own; stage 1 then also closes every other fd of the caller it inherited."""
         bundle = os.path.abspath(bundle)
-        spec, config, rootfs, seccomp = self._prepare(bundle)
+        spec, config, raw_config, rootfs, seccomp = self._prepare(bundle)
         plan, rlimits = _check_process(spec, console_socket)
         statedir, lock = self.store.reserve(container_id)
         st = ContainerState(
@@ -199,9 +199,9 @@ class Runtime:
             annotations=dict(spec.annotations),
             cgroups_path=(spec.linux.cgroups_path if spec.linux else None) or "",
             systemd_cgroup=self.systemd_cgroup,
-            config=config,  # the JSON as read: serialising the spec again costs more
             oci_version=spec.oci_version,
         )
+        st.remember_config(config)
         cleanup: list[Any] = []
         try:
             self._spawn(
@@ -217,7 +217,7 @@ class Runtime:
                 preserve_fds=preserve_fds,
                 stdio=stdio,
             )
-            self.store.save(st)
+            self.store.save(st, raw_config)  # the config as read: no second serialising
             if pid_file:
                 atomic_write(os.path.abspath(pid_file), str(st.pid).encode())
         except BaseException:
@@ -365,8 +365,10 @@ class Runtime:
 
     # --- start, kill, delete --------------------------------------------------
 
-    def start(self, container_id: str) -> None:
-        st = self.load(container_id)
+    def start(self, container_id: str, *, state: ContainerState | None = None) -> None:
+        """Let the created container's init exec the process; ``state``: the
+        container's, when the caller has just loaded it."""
+        st = state if state is not None else self.load(container_id)
         status = self.status(st)
         if status != CREATED:
             raise InvalidState(container_id, "start", status)
@@ -380,7 +382,7 @@ class Runtime:
             _wait_fifo(fd, st)
         finally:
             os.close(fd)
-        spec_hooks = st.config.get("hooks") or {}
+        spec_hooks = st.hooks or {}
         if spec_hooks.get("poststart"):
             from portside.oci.runtime_spec import Hooks
             from portside.runtime.hooks import run_hooks
@@ -407,7 +409,7 @@ class Runtime:
             if status == PAUSED:
                 cg.thaw()
             _kill_pid(st.pid, st.pid_start)
-        if not (_own_pid_namespace(st.config) and _destroyed(cg)) and cg.exists():
+        if not (st.own_pid_namespace and _destroyed(cg)) and cg.exists():
             if cg.pids():  # leftovers of a dead init (exec'd processes, daemons)
                 try:
                     cg.kill_all(signal.SIGKILL)
@@ -415,7 +417,7 @@ class Runtime:
                     pass
                 _wait_cgroup_empty(cg)
             cg.destroy()
-        spec_hooks = st.config.get("hooks") or {}
+        spec_hooks = st.hooks or {}
         self.store.remove(container_id)
         if spec_hooks.get("poststop"):
             from portside.oci.runtime_spec import Hooks
@@ -511,6 +513,7 @@ class Runtime:
             st,
             self._cgroup(st),
             proc,
+            config=self.store.config(st),
             console_socket=console_socket,
             preserve_fds=preserve_fds,
             kernel=self.kernel,
@@ -542,15 +545,16 @@ def _check_process(
     return plan, rlimits
 
 
-def _load_config(path: str) -> tuple[Spec, dict[str, Any]]:
+def _load_config(path: str) -> tuple[Spec, dict[str, Any], bytes]:
     """:func:`~portside.oci.runtime_spec.load_spec`, also returning the parsed JSON
-    (what the state records as ``config``)."""
+    and the file's bytes (what the state keeps as its ``config.json``)."""
     from portside.oci import fastjson
     from portside.oci.runtime_spec import SpecError, parse_spec
 
     try:
         with open(path, "rb") as f:
-            data = fastjson.loads(f.read())
+            raw = f.read()
+        data = fastjson.loads(raw)
     except FileNotFoundError as exc:
         raise SpecError(f"{path}: no such file") from exc
     except fastjson.JSONError as exc:
@@ -559,7 +563,7 @@ def _load_config(path: str) -> tuple[Spec, dict[str, Any]]:
         spec = parse_spec(data)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from exc
-    return spec, data
+    return spec, data, raw
 
 
 def _make_exec_fifo(statedir: str, spec: Spec) -> int:
@@ -661,16 +665,6 @@ def _kill_pid(pid: int, start: int) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.002)
-
-
-def _own_pid_namespace(config: dict[str, Any]) -> bool:
-    """True when the config gives the container a PID namespace of its own."""
-    linux = config.get("linux")
-    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
-    return any(
-        isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
-        for ns in namespaces or ()
-    )
 
 
 def _destroyed(cg: CgroupManager) -> bool:

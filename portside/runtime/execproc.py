@@ -20,6 +20,7 @@ from portside.runtime.sync import sync_pair
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
     from portside.linux.kernel import Kernel
     from portside.linux.seccomp import BpfProgram
@@ -133,6 +134,7 @@ def exec_in(
     cgroup: CgroupManager,
     proc: Process,
     *,
+    config: dict[str, Any],
     console_socket: str | None = None,
     preserve_fds: int = 0,
     kernel: Kernel | None = None,
@@ -142,7 +144,7 @@ def exec_in(
     from portside.runtime.container import _connect_console
 
     rlimits = process.check_rlimits(proc.rlimits)
-    linux = st.config.get("linux") or {}
+    linux = config.get("linux") or {}
     seccomp = None
     if linux.get("seccomp"):
         from portside.runtime.seccomp import compile_profile

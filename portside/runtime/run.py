@@ -226,7 +226,7 @@ def exec_process_spec(rt: Runtime, cid: str, flags: Flags, args: list[str]) -> d
             raise InvalidArgument(f"--process {path}: {exc}") from exc
     if not args:
         raise InvalidArgument('"exec" requires a command when --process is not given')
-    base = dict(rt.load(cid).config.get("process") or {})
+    base = dict(rt.store.config(rt.load(cid)).get("process") or {})
     proc: dict[str, Any] = {
         "args": list(args),
         "env": list(base.get("env") or []) + flags.lists.get("env", []),

@@ -1,5 +1,10 @@
 """Where the runtime keeps its containers: ``<root>/<id>/state.json``.
 
+The config the container was created from is kept beside it, in ``config.json``, as
+it was read: state.json holds only what the runtime's own steps need (a few hundred
+bytes to parse where the config is ~10 kB), and :meth:`StateStore.config` reads the
+rest for an exec. A state.json of an older portside holds the config inline.
+
 A container's status is never stored, it is observed: ``created`` while the
 exec fifo exists and init is alive, ``running`` after start, ``paused`` while
 its cgroup is frozen, ``stopped`` once init is gone — checked against the
@@ -31,6 +36,7 @@ __all__ = [
 ]
 
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
 FIFO = "exec.fifo"
 LOCK = ".lock"
 
@@ -46,9 +52,26 @@ class ContainerState(Record):
     annotations: dict[str, str] = F(map_of(STR))
     cgroups_path: str = F(STR, "", json="cgroupsPath")
     systemd_cgroup: bool = F(BOOL, False, json="systemdCgroup")
-    config: dict[str, Any] = F(ANY)
+    config: dict[str, Any] | None = F(ANY)  # inline only in state files of older versions
     cgroup: dict[str, Any] | None = F(ANY)
     oci_version: str = F(STR, "", json="ociVersion")
+    #: the config's poststart and poststop hooks, the ones start and delete run
+    hooks: dict[str, Any] | None = F(ANY)
+    #: the config gives the container a PID namespace of its own
+    own_pid_namespace: bool = F(BOOL, False, json="ownPidNamespace")
+
+    def remember_config(self, config: dict[str, Any]) -> None:
+        """Take what the runtime's own steps need from ``config`` (the spec's JSON)."""
+        hooks = config.get("hooks")
+        if isinstance(hooks, dict):
+            kept = {k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)}
+            self.hooks = kept or None
+        linux = config.get("linux")
+        namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+        self.own_pid_namespace = any(
+            isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
+            for ns in namespaces or ()
+        )
 
 
 def state_document(state: ContainerState) -> dict[str, Any]:
@@ -164,19 +187,43 @@ class StateStore:
         os.close(fd)
         return True
 
-    def save(self, state: ContainerState) -> None:
-        path = os.path.join(self.dir(state.id), STATE_FILE)
+    def save(self, state: ContainerState, config: bytes | None = None) -> None:
+        """Write state.json; ``config`` (the config's JSON, as read) goes first, to
+        config.json: a state.json is only ever seen with its config beside it."""
+        directory = self.dir(state.id)
+        if config is not None:
+            atomic_write(os.path.join(directory, CONFIG_FILE), config, 0o600)
+        path = os.path.join(directory, STATE_FILE)
         atomic_write(path, fastjson.dumps(state_document(state)).encode(), 0o600)
 
     def load(self, container_id: str) -> ContainerState:
         path = os.path.join(self.dir(container_id), STATE_FILE)
         try:
             with open(path, "rb") as f:
-                return ContainerState.from_json(fastjson.loads(f.read()))
+                state = ContainerState.from_json(fastjson.loads(f.read()))
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerNotFound(container_id) from None
         except ValueError as exc:  # JSONDecodeError, or a state file of another schema
             raise Internal(f"{path}: corrupt state file: {exc}") from exc
+        if state.config:  # an older state file: the config inline
+            state.remember_config(state.config)
+        return state
+
+    def config(self, state: ContainerState) -> dict[str, Any]:
+        """The config ``state``'s container was created from."""
+        if state.config:
+            return state.config
+        path = os.path.join(self.dir(state.id), CONFIG_FILE)
+        try:
+            with open(path, "rb") as f:
+                config = fastjson.loads(f.read())
+        except FileNotFoundError:
+            raise ContainerNotFound(state.id) from None
+        except ValueError as exc:
+            raise Internal(f"{path}: corrupt config file: {exc}") from exc
+        if not isinstance(config, dict):
+            raise Internal(f"{path}: corrupt config file: not a JSON object")
+        return config
 
     def ids(self) -> list[str]:
         try:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from portside.errors import AlreadyExists, InvalidArgument, NotFound
 from portside.runtime.errors import ContainerExists, ContainerNotFound, InvalidID
 from portside.runtime.state import (
+    CONFIG_FILE,
     STATE_FILE,
     ContainerState,
     StateStore,
@@ -187,6 +188,71 @@ def test_state_document_is_to_json_without_the_copy() -> None:
     assert doc["config"] is state.config  # not copied
     bare = ContainerState(id="x")  # unset and empty fields are left out, as to_json does
     assert state_document(bare) == bare.to_json()
+
+
+_CONFIG = {
+    "ociVersion": "1.2.0",
+    "process": {"args": ["sh"]},
+    "hooks": {
+        "prestart": [{"path": "/bin/pre"}],
+        "poststart": [{"path": "/bin/post", "args": ["post", "start"]}],
+        "poststop": [],
+    },
+    "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]},
+}
+
+
+def test_the_config_is_kept_beside_the_state_as_read(store: StateStore) -> None:
+    state = ContainerState(id="ctr", pid=7, oci_version="1.2.0")
+    state.remember_config(_CONFIG)
+    raw = json.dumps(_CONFIG, indent=1).encode()
+    reserve(store, "ctr")
+    store.save(state, raw)
+    directory = os.path.join(store.root, "ctr")
+    assert Path(directory, CONFIG_FILE).read_bytes() == raw
+    on_disk = json.loads(Path(directory, STATE_FILE).read_text())
+    assert "config" not in on_disk  # state.json stays small: start and delete parse it
+    assert on_disk["hooks"] == {"poststart": _CONFIG["hooks"]["poststart"]}
+    assert on_disk["ownPidNamespace"] is True
+    loaded = store.load("ctr")
+    assert not loaded.config and loaded.own_pid_namespace
+    assert loaded.hooks == {"poststart": [{"path": "/bin/post", "args": ["post", "start"]}]}
+    assert store.config(loaded) == _CONFIG
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "own"),
+    [
+        ([{"type": "pid"}], True),
+        ([{"type": "pid", "path": "/proc/1/ns/pid"}], False),  # joined, not its own
+        ([{"type": "network"}], False),
+        ([], False),
+    ],
+)
+def test_remember_config_knows_an_own_pid_namespace(namespaces: list, own: bool) -> None:
+    state = ContainerState(id="ctr")
+    state.remember_config({"linux": {"namespaces": namespaces}})
+    assert state.own_pid_namespace is own and state.hooks is None
+
+
+def test_a_state_file_of_an_older_version_holds_the_config_inline(store: StateStore) -> None:
+    path = reserve(store, "old")
+    doc = {"id": "old", "pid": 5, "pidStart": 9, "config": _CONFIG, "ociVersion": "1.2.0"}
+    Path(path, STATE_FILE).write_text(json.dumps(doc))
+    loaded = store.load("old")
+    assert loaded.own_pid_namespace and loaded.hooks == {"poststart": _CONFIG["hooks"]["poststart"]}
+    assert store.config(loaded) == _CONFIG  # no config.json needed
+
+
+def test_a_missing_or_corrupt_config_file_is_an_error_naming_it(store: StateStore) -> None:
+    reserve(store, "ctr")
+    state = ContainerState(id="ctr")
+    store.save(state)  # no config given: none written
+    with pytest.raises(NotFound):
+        store.config(store.load("ctr"))
+    Path(store.root, "ctr", CONFIG_FILE).write_text("[1, 2]")
+    with pytest.raises(Exception, match="corrupt config file"):
+        store.config(store.load("ctr"))
 
 
 def test_save_overwrites(store: StateStore) -> None:
