@@ -35,12 +35,25 @@ from portside.errors import (
 from portside.oci import fastjson
 from portside.text import is_number
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from portside.runtime.state import ContainerState as RuntimeState
+
 __all__ = ["Lifecycle", "parse_signal"]
 
 RUNNING_STATES = ("running", "paused", "restarting")
 DEFAULT_STOP_TIMEOUT = 10
 _POLL = 0.5  # how often waiters check the runtime when no exit event came
 _MONITOR_CHECK = 1.0  # seconds between checks that the monitor answers
+
+
+def _mounted(path: str) -> bool:
+    """Whether something is mounted on ``path``, a directory of our own whose parent
+    is its real parent (``os.path.ismount`` resolves the parent's whole path first)."""
+    try:
+        return os.lstat(path).st_dev != os.lstat(os.path.dirname(path)).st_dev
+    except FileNotFoundError:
+        return False
 
 
 def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int:
@@ -229,7 +242,7 @@ class Lifecycle:
         from portside.image.snapshots import mount_all
 
         rootfs = self.paths.rootfs(cid)
-        if not os.path.ismount(rootfs):
+        if not _mounted(rootfs):
             mount_all(self.snapshotter.mounts(cid), rootfs)
 
     def runtime_create(self, c: Container) -> int:
@@ -257,13 +270,13 @@ class Lifecycle:
         """The runtime's status of ``cid``: created running paused stopped, or "missing"."""
         return self._runtime_state(cid)[0]
 
-    def _runtime_state(self, cid: str) -> tuple[str, int]:
-        """The runtime's status of ``cid`` and its init's PID (0 when "missing")."""
+    def _runtime_state(self, cid: str) -> tuple[str, RuntimeState | None]:
+        """The runtime's status of ``cid`` and its state (None when "missing")."""
         try:
             st = self.runtime.load(cid)
         except NotFound:
-            return "missing", 0
-        return str(self.runtime.status(st)), int(st.pid)
+            return "missing", None
+        return str(self.runtime.status(st)), st
 
     def start(self, c: Container, *, manual: bool = True) -> None:
         """Start ``c`` (caller holds its lock). A stopped runtime container is deleted and
@@ -276,15 +289,16 @@ class Lifecycle:
         if manual:
             c.restart_count = 0
             self._backoff.pop(c.id, None)
-        status, pid = self._runtime_state(c.id)
-        if status not in ("created", "missing"):
-            self.runtime_delete(c.id)
-        self.mount_rootfs(c.id)
+        status, created = self._runtime_state(c.id)
         if status != "created":
-            pid = self.runtime_create(c)
+            created = None
+            if status != "missing":
+                self.runtime_delete(c.id)
+        self.mount_rootfs(c.id)
+        pid = created.pid if created is not None else self.runtime_create(c)
         try:
             self.attach_network(c, pid)
-            self.runtime.start(c.id)
+            self.runtime.start(c.id, state=created)
         except PortsideError as exc:
             if self.networks is not None:
                 self.networks.release(c)
