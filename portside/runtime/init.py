@@ -133,6 +133,9 @@ class InitContext:
         self.cgroup_paths: dict[str, str] = {}
 
 
+_FD_CEILING = 1 << 30  # above any RLIMIT_NOFILE: close_range(2) stops at the last open fd
+
+
 def install_stdio(stdio: tuple[int, int, int], keep: set[int]) -> None:
     """Make ``stdio`` fds 0, 1 and 2 of this (freshly forked) process and close
     every other fd but ``keep``: the caller may be a server holding other
@@ -142,14 +145,11 @@ def install_stdio(stdio: tuple[int, int, int], keep: set[int]) -> None:
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]  # clear of 0..2
     for target, fd in enumerate(moved):
         os.dup2(fd, target)
-    wanted = keep | {0, 1, 2}
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in wanted:
-            try:
-                os.close(fd)
-            except OSError:
-                continue  # the listing's own fd, already closed
+    low = 3
+    for fd in sorted(keep - {0, 1, 2}):  # close_range(2) over the gaps between them
+        os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, _FD_CEILING)
 
 
 def _fork(ctx: InitContext, body: Callable[[InitContext], None]) -> int:
@@ -290,7 +290,12 @@ def _step_mounts(ctx: InitContext) -> None:
     rootfs.set_propagation(ctx.k, linux.rootfs_propagation if linux else None)
     rootfs.bind_rootfs(ctx.k, ctx.rootfs)
     rootfs.mount_all(
-        ctx.k, ctx.rootfs, ctx.spec.mounts, ctx.bundle, lambda m, t: _cgroup_mount(ctx, m, t)
+        ctx.k,
+        ctx.rootfs,
+        ctx.spec.mounts,
+        ctx.bundle,
+        lambda m, t: _cgroup_mount(ctx, m, t),
+        real_root=ctx.rootfs,  # create resolved it
     )
     dev_bound = any(
         m.destination.rstrip("/") == "/dev" and ("bind" in m.options or "rbind" in m.options)

@@ -226,12 +226,16 @@ def mount_all(
     mounts: list[Mount],
     bundle: str,
     special: Callable[[Mount, str], bool] | None = None,
+    *,
+    real_root: str | None = None,
 ) -> None:
     """Mount every config.mounts entry, in order, inside ``rootfs``.
 
     ``special(mount, dest)`` may take over a mount (cgroup) and return True when
-    it did; ``dest`` is the destination, resolved and checked inside ``rootfs``."""
-    real_root = os.path.realpath(rootfs)  # once: no mount changes the path to the rootfs
+    it did; ``dest`` is the destination, resolved and checked inside ``rootfs``.
+    ``real_root``: the rootfs's real path, when the caller has resolved it already."""
+    if real_root is None:  # once: no mount changes the path to the rootfs
+        real_root = os.path.realpath(rootfs)
     for m in mounts:
         _mount_one(k, rootfs, m, bundle, special, real_root=real_root)
 
