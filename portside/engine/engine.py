@@ -552,7 +552,7 @@ class Engine:
     def _rootfs(self, ref: str) -> tuple[Container, str]:
         c = self._get(ref)
         with self.lc.lock(c.id):
-            self.lc.mount_rootfs(c.id)
+            self.lc.mount_rootfs(c)
         return c, self.paths.rootfs(c.id)
 
     @staticmethod

@@ -198,8 +198,10 @@ class Lifecycle:
         os.makedirs(rootfs, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         unpack(image, self.images.content, self.snapshotter)  # layers already there: skipped
-        prepare_container_rootfs(image, self.snapshotter, c.id)
-        self.mount_rootfs(c.id)
+        # as durable as the DB row that names it (WAL, synchronous=NORMAL); a layer
+        # whose container is gone after a power loss is removed at the next start
+        prepare_container_rootfs(image, self.snapshotter, c.id, durable=False)
+        self.mount_rootfs(c)
         gateway = self.networks.host_gateway() if self.networks is not None else None
         write_etc_files(directory, c.host_config, c.config, host_gateway=gateway)
         mounts, c.mounts = _volumes.resolve_mounts(
@@ -238,12 +240,15 @@ class Lifecycle:
             out[ns] = f"/proc/{other.state.pid}/ns/{proc_ns}"
         return out or None
 
-    def mount_rootfs(self, cid: str) -> None:
+    def mount_rootfs(self, c: Container) -> None:
+        """Mount the container's layer, unless it is; a ``--rm`` container's is
+        volatile (no syncs: it is thrown away, never trusted after a crash)."""
         from portside.image.snapshots import mount_all
 
-        rootfs = self.paths.rootfs(cid)
+        rootfs = self.paths.rootfs(c.id)
         if not _mounted(rootfs):
-            mount_all(self.snapshotter.mounts(cid), rootfs)
+            volatile = bool(c.host_config.get("AutoRemove"))
+            mount_all(self.snapshotter.mounts(c.id, volatile=volatile), rootfs)
 
     def runtime_create(self, c: Container) -> int:
         """Create the container in the runtime through the monitor (state "created");
@@ -294,7 +299,7 @@ class Lifecycle:
             created = None
             if status != "missing":
                 self.runtime_delete(c.id)
-        self.mount_rootfs(c.id)
+        self.mount_rootfs(c)
         pid = created.pid if created is not None else self.runtime_create(c)
         try:
             self.attach_network(c, pid)
@@ -613,7 +618,7 @@ class Lifecycle:
         except PortsideError:
             unmount_all(rootfs, detach=True)
         try:
-            self.snapshotter.remove(cid)
+            self.snapshotter.remove(cid, durable=False)  # as prepared: see build
         except SnapshotNotFound:
             pass
         shutil.rmtree(self.paths.container_dir(cid), ignore_errors=True)

@@ -104,12 +104,14 @@ def unpack(image: Image, content: ContentStore, snapshotter: Snapshotter) -> str
     return top
 
 
-def prepare_container_rootfs(image: Image, snapshotter: Snapshotter, key: str) -> list[Mount]:
+def prepare_container_rootfs(
+    image: Image, snapshotter: Snapshotter, key: str, *, durable: bool = True
+) -> list[Mount]:
     """An active snapshot ``key`` on the top layer of ``image`` (unpacked first with
     :func:`unpack`), and the mounts that show it."""
     if not image.layers:
         raise WrongKind(f"image {image.id} has no layers")
-    return snapshotter.prepare(key, parent=image.layers[-1].chain_id)
+    return snapshotter.prepare(key, parent=image.layers[-1].chain_id, durable=durable)
 
 
 def _committed_labels(snapshotter: Snapshotter, key: str) -> dict[str, str] | None:

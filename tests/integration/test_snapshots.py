@@ -325,6 +325,7 @@ def test_overlay_capability_check(tmp_root: str) -> None:
     features = overlay_mod.overlay_features(tmp_root)
     assert features.supported, features.reason
     assert features.whiteout_devices and features.index_off
+    assert features.volatile  # Linux >= 5.10, as on every machine this runs on
     assert overlay_mod.overlay_supported(tmp_root)
     assert os.listdir(tmp_root) == []  # the scratch directory is gone
     assert mounts_under(tmp_root) == []
@@ -352,6 +353,45 @@ def test_overlay_mounts_shape(tmp_root: str, mount: Mounter) -> None:
     assert sn.view("v1", "l1") == [Mount("bind", fs["l1"], ["ro", "rbind"])]
     [v2] = sn.view("v2", "l2")
     assert v2.type == "overlay" and not any(o.startswith("upperdir=") for o in v2.options)
+
+
+def _super_options(target: str) -> list[str]:
+    """The file system options (mountinfo's last field) of the mount on ``target``."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                return fields[-1].split(",")
+    raise AssertionError(f"nothing mounted on {target}")
+
+
+def test_overlay_volatile_mounts_skip_syncs_and_mount_again(tmp_root: str, mount: Mounter) -> None:
+    sn = open_snapshotter(os.path.join(tmp_root, "root"), kind="overlay")
+    assert isinstance(sn, OverlaySnapshotter)
+    if not sn.features.volatile:
+        pytest.skip("overlayfs here has no volatile option (Linux < 5.10)")
+    _layer(sn, mount, "base", None, lambda t: _write(t, {"etc/hosts": "x"}))
+    sn.prepare("rw", "base", durable=False)
+    [plain] = sn.mounts("rw")
+    [volatile] = sn.mounts("rw", volatile=True)
+    assert "volatile" not in plain.options
+    assert volatile.options == [*plain.options, "volatile"]
+    for _ in range(2):  # the mark a volatile mount leaves does not stop the next one
+        target = mount(sn.mounts("rw", volatile=True))
+        assert {"volatile", "fsync=volatile"} & set(_super_options(target))  # 6.x: fsync=
+        _write(target, {"etc/hostname": "h"})
+        unmount_all(target)
+    look = sn.view("look", "base")
+    assert sn.mounts("look", volatile=True) == look  # a view has nothing to sync
+    sn.remove("look")
+    sn.remove("rw", durable=False)
+    assert [i.name for i in sn.walk()] == ["base"]
+
+
+def test_vfs_ignores_volatile(tmp_root: str) -> None:
+    sn = open_snapshotter(os.path.join(tmp_root, "root"), kind="vfs")
+    sn.prepare("rw", None)
+    assert sn.mounts("rw", volatile=True) == sn.mounts("rw")
 
 
 def test_overlay_120_layers(tmp_root: str, mount: Mounter) -> None:

@@ -218,8 +218,11 @@ class Snapshotter(Protocol):
         """As :meth:`prepare`, read-only; it can never be committed."""
         ...
 
-    def mounts(self, key: str) -> list[Mount]:
-        """The mounts of an active snapshot or a view (WrongKind for a committed one)."""
+    def mounts(self, key: str, *, volatile: bool = False) -> list[Mount]:
+        """The mounts of an active snapshot or a view (WrongKind for a committed one).
+        ``volatile``: the caller throws the snapshot away rather than trust it after
+        a crash (the layer of a ``run --rm`` container): where the file system can,
+        its syncs are skipped (overlayfs's ``volatile``), as podman and CRI-O do."""
         ...
 
     def commit(
@@ -242,8 +245,10 @@ class Snapshotter(Protocol):
         parents, durably."""
         ...
 
-    def remove(self, key: str) -> None:
-        """Remove a snapshot of any kind; SnapshotInUse while it has children."""
+    def remove(self, key: str, *, durable: bool = True) -> None:
+        """Remove a snapshot of any kind; SnapshotInUse while it has children. Not
+        ``durable``: a power loss may bring the row back without its directory (for
+        the owner to remove again, as the engine does with orphaned container layers)."""
         ...
 
     def stat(self, key: str) -> Info: ...
@@ -444,6 +449,10 @@ class SnapshotterBase:
     def _mounts(self, snap: Snapshot) -> list[Mount]:
         raise NotImplementedError
 
+    def _volatile(self, mounts: list[Mount]) -> list[Mount]:
+        """``mounts`` made to skip their syncs, where the implementation can."""
+        return mounts
+
     # --- paths ---------------------------------------------------------------------
 
     def snapshot_dir(self, sid: int) -> str:
@@ -557,12 +566,13 @@ class SnapshotterBase:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return path, fd
 
-    def mounts(self, key: str) -> list[Mount]:
+    def mounts(self, key: str, *, volatile: bool = False) -> list[Mount]:
         with self._meta.transaction(write=False) as tx:
             snap = tx.get(key)
         if snap.kind == COMMITTED:
             raise WrongKind(f"snapshot {key!r} is committed: mount a view or prepare on it")
-        return self._mounts(snap)
+        mounts = self._mounts(snap)
+        return self._volatile(mounts) if volatile and snap.kind == ACTIVE else mounts
 
     def commit(
         self,
@@ -602,8 +612,8 @@ class SnapshotterBase:
             except OSError as exc:
                 raise mount_error(exc, f"syncing snapshots in {path}") from exc
 
-    def remove(self, key: str) -> None:
-        with self._meta.transaction() as tx:
+    def remove(self, key: str, *, durable: bool = True) -> None:
+        with self._meta.transaction(durable=durable) as tx:
             snap = tx.remove(key)
         # the row is gone: from here a crash leaves only a directory, for cleanup()
         self._discard(snap.id, key)

@@ -40,7 +40,7 @@ __all__ = ["OverlayFeatures", "OverlaySnapshotter", "overlay_features", "overlay
 class OverlayFeatures:
     """What :func:`overlay_features` found out about overlayfs on a file system."""
 
-    __slots__ = ("index_off", "reason", "supported", "userxattr", "whiteout_devices")
+    __slots__ = ("index_off", "reason", "supported", "userxattr", "volatile", "whiteout_devices")
 
     def __init__(
         self,
@@ -49,12 +49,14 @@ class OverlayFeatures:
         *,
         index_off: bool = False,
         userxattr: bool = False,
+        volatile: bool = False,
         whiteout_devices: bool = False,
     ) -> None:
         self.supported = supported
         self.reason = reason
         self.index_off = index_off
         self.userxattr = userxattr
+        self.volatile = volatile
         self.whiteout_devices = whiteout_devices
 
     def __repr__(self) -> str:
@@ -100,7 +102,8 @@ def _probe(kernel: Kernel, base: str) -> OverlayFeatures:
         return OverlayFeatures(False, "a recreated directory is not marked opaque")
     features = OverlayFeatures(True)
     features.whiteout_devices = _can_mknod_whiteout(os.path.join(base, "wh"))
-    for option, attr in (("index=off,", "index_off"), ("userxattr,", "userxattr")):
+    options = (("index=off,", "index_off"), ("userxattr,", "userxattr"), ("volatile,", "volatile"))
+    for option, attr in options:
         try:
             kernel.umount2(_try_mount(kernel, base, attr, option), 0)
             setattr(features, attr, True)
@@ -124,7 +127,7 @@ def overlay_features(root: str, kernel: Kernel | None = None) -> OverlayFeatures
     """Try overlayfs for real in a scratch directory under ``root`` (the file
     system the layers will live on): a mount with two lower layers, a whiteout and
     an opaque directory, a 0/0 device made directly (as layers need), and whether the
-    ``index=off`` and ``userxattr`` options are accepted. Never raises for a missing
+    ``index=off``, ``userxattr`` and ``volatile`` options are accepted. Never raises for a missing
     feature: ``supported`` and ``reason`` tell."""
     import tempfile
 
@@ -210,3 +213,23 @@ class OverlaySnapshotter(SnapshotterBase):
             options += [f"workdir={work}", f"upperdir={self.fs_dir(snap.id)}"]
         options.append("lowerdir=" + ":".join(self.fs_dir(p) for p in snap.parent_ids))
         return [Mount("overlay", "overlay", options)]
+
+    def _volatile(self, mounts: list[Mount]) -> list[Mount]:
+        """The writable overlay mounts with ``volatile`` (Linux 5.10): no sync at
+        umount, where overlayfs otherwise syncs the whole upper file system, and
+        fsync in the container a no-op. A volatile mount leaves ``work/incompat/``
+        in its work directory, which makes any later mount of it refuse: the layer
+        is not to be trusted after a crash. Its owner throws it away after one life
+        (``run --rm``); if it is mounted again first (``create --rm``, a reboot,
+        then ``start``: nothing has run in it yet), the mark is cleared."""
+        if not self.features.volatile:
+            return mounts
+        out = []
+        for m in mounts:
+            work = next((o[8:] for o in m.options if o.startswith("workdir=")), None)
+            if m.type != "overlay" or work is None:
+                out.append(m)
+                continue
+            _remove_tree(os.path.join(work, "work", "incompat"))  # volatile/dirty in it
+            out.append(Mount(m.type, m.source, [*m.options, "volatile"], m.target))
+        return out
