@@ -12,8 +12,11 @@ extraction needs an existing directory, and files written into the container bel
 root unless ``copy_uid_gid``. Archive members with ``..``, absolute names, or a path
 through a symlink the same archive made are refused, naming the member.
 
-Only the rootfs is seen: mounts that exist inside the container's mount namespace alone
-(volumes, binds, tmpfs) are not reached by these functions.
+These functions see one root. :func:`locate` picks it for a container path, as Docker
+does by mounting a container's volumes over its rootfs for a copy: a path at or below
+the destination of a bind or a volume is found in the host directory behind it (the
+innermost such mount), any other in the rootfs. A symlink inside a volume is resolved
+within the volume; a tmpfs is not reached (nor is it by Docker's ``cp``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from portside.runtime.paths import secure_join
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import BinaryIO
+    from typing import Any, BinaryIO
 
 __all__ = [
     "HostileArchive",
@@ -48,6 +51,7 @@ __all__ = [
     "copy_tree",
     "extract_into",
     "go_file_mode",
+    "locate",
     "stat_path",
     "tar_path",
 ]
@@ -198,9 +202,55 @@ def _stat(root: str, path: str) -> tuple[str, os.stat_result]:
     return host, st
 
 
-def stat_path(rootfs: str, path: str) -> dict[str, object]:
+class Located:
+    """Where a container path lives: its ``root`` on the host, the ``path`` below that
+    root, the ``name`` the container knows it by (a mount's destination is seen as the
+    root of its source), and ``read_only`` when the mount holding it is."""
+
+    __slots__ = ("name", "path", "read_only", "root")
+
+    def __init__(self, root: str, path: str, name: str | None, read_only: bool) -> None:
+        self.root = root
+        self.path = path
+        self.name = name
+        self.read_only = read_only
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def locate(rootfs: str, mounts: list[dict[str, Any]], path: str) -> Located:
+    """Where container ``path`` lives, given the container's ``Mounts`` (inspect's
+    entries: ``Type``, ``Source``, ``Destination``, ``RW``). The path is resolved in the
+    rootfs first (a symlink there may lead into a mount), its last component only when
+    it ends in ``/`` or ``/.``, as every function here does."""
+    root = os.path.realpath(rootfs)
+    host = _resolve(root, path)
+    resolved = "/" + os.path.relpath(host, root) if host != root else "/"
+    best: dict[str, Any] | None = None
+    dest = ""
+    for m in mounts:
+        here = _clean(str(m.get("Destination") or ""))
+        if m.get("Type") not in ("bind", "volume") or not m.get("Source") or here == "/":
+            continue
+        if _under(resolved, here) and len(here) > len(dest):  # the innermost
+            best, dest = m, here
+    if best is None:
+        return Located(rootfs, path, None, False)
+    rest = resolved[len(dest) :] or "/"
+    if path.endswith("/."):
+        rest = rest.rstrip("/") + "/."
+    elif path.endswith("/") and rest != "/":
+        rest += "/"
+    name = posixpath.basename(dest) if rest == "/" and not _follow_last(path) else None
+    return Located(str(best["Source"]), rest, name, not best.get("RW", True))
+
+
+def stat_path(rootfs: str, path: str, *, name: str | None = None) -> dict[str, object]:
     """Docker's ``X-Docker-Container-Path-Stat``: name, size, Go file mode, mtime and,
-    for a symlink, its target fully resolved inside the container."""
+    for a symlink, its target fully resolved inside the container. ``name``: what
+    the container calls the path, when ``rootfs`` is a mount's source (:func:`locate`)."""
     root = os.path.realpath(rootfs)
     _host, st = _stat(root, path)
     clean = _clean(path)
@@ -210,7 +260,8 @@ def stat_path(rootfs: str, path: str) -> dict[str, object]:
         link_target = "/" + os.path.relpath(resolved, root) if resolved != root else "/"
         if link_target == "/.":
             link_target = "/"
-    name = "." if path.endswith("/.") else posixpath.basename(clean) or "/"
+    if name is None:
+        name = "." if path.endswith("/.") else posixpath.basename(clean) or "/"
     return {
         "name": name,
         "size": st.st_size,
@@ -335,15 +386,19 @@ class _Walker:
                 continue  # removed by the running container meanwhile
 
 
-def tar_path(rootfs: str, path: str) -> Iterator[bytes]:
+def tar_path(rootfs: str, path: str, *, name: str | None = None) -> Iterator[bytes]:
     """A tar stream of container ``path``: a file as one member named by its base name, a
     directory as members under its base name, ``dir/.`` as the directory's contents.
+    ``name``: the base name to use when ``rootfs`` is a mount's source and ``path`` its
+    root (:func:`locate`).
 
     Raises :class:`PathNotFound` before the first chunk when ``path`` does not exist.
     """
     root = os.path.realpath(rootfs)
     host, st = _stat(root, path)
     clean = _clean(path)
+    if name is not None:
+        return _stream(root, host, name, st, True)  # the root's contents, under name
     contents = path.endswith("/.") or clean == "/" or path in (".", "")
     name = "" if contents else posixpath.basename(clean)
     return _stream(root, host, name, st, contents)

@@ -34,6 +34,10 @@ from portside.errors import (
     PortsideError,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from portside.engine.archive import Located
+
 __all__ = ["Engine"]
 
 ANONYMOUS = AuthConfig()
@@ -566,23 +570,32 @@ class Engine:
         except archive.PathNotFound as exc:
             raise NotFound(f"Could not find the file {exc.path} in container {ref}") from exc
 
-    def _stat(self, rootfs: str, path: str, ref: str) -> dict[str, Any]:
+    def _locate(self, ref: str, path: str) -> tuple[Container, Located]:
+        """Where ``docker cp`` finds ``path`` of ``ref``: its rootfs, or the host
+        directory of the bind or volume the path is in (as Docker mounts them)."""
+        from portside.engine import archive
+
+        c, rootfs = self._rootfs(ref)
+        with self._in_container(ref):
+            return c, archive.locate(rootfs, c.mounts, path)
+
+    def _stat(self, at: Located, ref: str) -> dict[str, Any]:
         from portside.engine import archive
 
         with self._in_container(ref):
-            return archive.stat_path(rootfs, path)
+            return archive.stat_path(at.root, at.path, name=at.name)
 
     def archive_head(self, ref: str, path: str) -> dict[str, Any]:
-        _, rootfs = self._rootfs(ref)
-        return self._stat(rootfs, path, ref)
+        _, at = self._locate(ref, path)
+        return self._stat(at, ref)
 
     def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
         from portside.engine import archive
 
-        c, rootfs = self._rootfs(ref)
-        stat = self._stat(rootfs, path, ref)
+        c, at = self._locate(ref, path)
+        stat = self._stat(at, ref)
         self.lc.publish(c, "archive-path")
-        return stat, archive.tar_path(rootfs, path)
+        return stat, archive.tar_path(at.root, at.path, name=at.name)
 
     def archive_put(
         self,
@@ -595,13 +608,15 @@ class Engine:
     ) -> None:
         from portside.engine import archive
 
-        c, rootfs = self._rootfs(ref)
-        if c.host_config.get("ReadonlyRootfs"):
+        c, at = self._locate(ref, path)
+        if at.read_only:
+            raise PermissionDenied("mounted volume is marked read-only")
+        if at.root == self.paths.rootfs(c.id) and c.host_config.get("ReadonlyRootfs"):
             raise PermissionDenied("container rootfs is marked read-only")
         with self._in_container(ref):
             archive.extract_into(
-                rootfs,
-                path,
+                at.root,
+                at.path,
                 stream,
                 no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                 copy_uid_gid=copy_uid_gid,

@@ -115,6 +115,35 @@ def test_cp_both_ways(daemon: Daemon, tmp_path: os.PathLike[str]) -> None:
         docker(daemon, "rm", "-f", n)
 
 
+def test_cp_reaches_volumes_and_binds(daemon: Daemon, tmp_path: os.PathLike[str]) -> None:
+    """Into a created container's volume, out of it by the mount's own name, into a
+    running one's (seen by an exec), and not into a read-only bind."""
+    n, vol = name(), f"e2e-vol-{uuid.uuid4().hex[:8]}"
+    conf = os.path.join(tmp_path, "conf")
+    os.mkdir(conf)
+    src = os.path.join(tmp_path, "hello.txt")
+    with open(src, "w") as f:
+        f.write("into the volume\n")
+    docker(daemon, "create", "--name", n, "-v", f"{vol}:/data", "-v", f"{conf}:/conf:ro",
+           "busybox", "sleep", "60")  # fmt: skip
+    try:
+        docker(daemon, "cp", src, f"{n}:/data/")
+        back = os.path.join(tmp_path, "back")
+        docker(daemon, "cp", f"{n}:/data", back)  # a new directory named as given
+        with open(os.path.join(back, "hello.txt")) as f:
+            assert f.read() == "into the volume\n"
+        refused = docker(daemon, "cp", src, f"{n}:/conf/", check=False)
+        assert refused.returncode != 0 and "read-only" in refused.stderr
+        assert not os.path.exists(os.path.join(conf, "hello.txt"))
+        docker(daemon, "start", n)
+        docker(daemon, "cp", src, f"{n}:/data/again.txt")
+        seen = docker(daemon, "exec", n, "cat", "/data/hello.txt", "/data/again.txt").stdout
+        assert seen == "into the volume\n" * 2
+    finally:
+        docker(daemon, "rm", "-f", n)
+        docker(daemon, "volume", "rm", vol, check=False)
+
+
 def test_images_tag_rmi(daemon: Daemon) -> None:
     tag = f"e2e/tagged:{uuid.uuid4().hex[:6]}"
     docker(daemon, "tag", "busybox", tag)

@@ -19,6 +19,7 @@ from portside.engine.archive import (
     PathNotFound,
     extract_into,
     go_file_mode,
+    locate,
     stat_path,
     tar_path,
 )
@@ -272,3 +273,68 @@ def test_extract_leaks_no_fds(rootfs: Path) -> None:
     leaked = {(fd, target) for fd, target in _open_fds() - before if str(rootfs) in target}
     assert not leaked
     assert (rootfs / "dest" / "t" / "d149" / "f1").read_bytes() == b"x"
+
+
+# --- locate: binds and volumes ------------------------------------------------------------
+
+
+@pytest.fixture
+def mounted(tmp_path: Path, rootfs: Path) -> tuple[Path, list[dict[str, object]]]:
+    """A volume at /data (with a ro bind at /data/conf inside it), as inspect shows them."""
+    vol = tmp_path / "vol"
+    (vol / "sub").mkdir(parents=True)
+    (vol / "sub" / "x").write_text("in the volume")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.ini").write_text("ini")
+    (rootfs / "data").mkdir()  # the mountpoint, as the runtime made it
+    (rootfs / "data-link").symlink_to("/data/sub")
+    mounts: list[dict[str, object]] = [
+        {"Type": "volume", "Name": "v", "Source": str(vol), "Destination": "/data", "RW": True},
+        {"Type": "bind", "Source": str(conf), "Destination": "/data/conf", "RW": False},
+        {"Type": "tmpfs", "Source": "", "Destination": "/run", "RW": True},
+    ]
+    return tmp_path, mounts
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("/etc/hostname", "rootfs", "/etc/hostname", None, False),
+        ("/data", "vol", "/", "data", False),
+        ("/data/", "vol", "/", None, False),
+        ("/data/.", "vol", "/.", None, False),
+        ("/data/sub/x", "vol", "/sub/x", None, False),
+        ("data/sub/../sub/x", "vol", "/sub/x", None, False),
+        ("/data-link/", "vol", "/sub/", None, False),  # a rootfs symlink into the volume
+        ("/data-link", "rootfs", "/data-link", None, False),  # the link itself
+        ("/data/conf/app.ini", "conf", "/app.ini", None, True),  # the innermost mount
+        ("/data/conf", "conf", "/", "conf", True),
+        ("/run/x", "rootfs", "/run/x", None, False),  # a tmpfs is not reached
+        ("/datax", "rootfs", "/datax", None, False),  # a prefix is not a parent
+    ],
+)
+def test_locate_finds_binds_and_volumes(
+    mounted: tuple[Path, list[dict[str, object]]],
+    rootfs: Path,
+    case: tuple[str, str, str, str | None, bool],
+) -> None:
+    """case: (path, where it lives, the path below that root, its name, read-only)"""
+    path, where, below, name, read_only = case
+    base, mounts = mounted
+    at = locate(str(rootfs), mounts, path)
+    assert at.root == str(rootfs if where == "rootfs" else base / where)
+    assert (at.path, at.name, at.read_only) == (below, name, read_only)
+
+
+def test_a_mount_root_is_archived_and_stated_by_its_container_name(
+    mounted: tuple[Path, list[dict[str, object]]], rootfs: Path
+) -> None:
+    _, mounts = mounted
+    at = locate(str(rootfs), mounts, "/data")
+    assert stat_path(at.root, at.path, name=at.name)["name"] == "data"
+    names = members(tar_path(at.root, at.path, name=at.name))
+    assert names[0] == "data/" and "data/sub/x" in names
+    assert all(n.startswith("data/") for n in names)
+    inner = locate(str(rootfs), mounts, "/data/sub/x")
+    assert members(tar_path(inner.root, inner.path)) == ["x"]
