@@ -198,6 +198,28 @@ def test_only_a_rm_container_gets_a_volatile_layer(engine: Engine, roots: Engine
     engine.container_remove(kept)
 
 
+def test_a_rm_layer_mounts_again_after_a_reboot_like_loss(
+    engine: Engine, roots: EngineConfig
+) -> None:
+    """create --rm, then what a reboot leaves (no init, no mount, the volatile mark in
+    the layer's work directory): start mounts the layer again and runs it."""
+    from portside.image.snapshots import unmount_all
+
+    cid = engine.container_create(
+        None, {"Image": "busybox", "Cmd": ["true"]}, {"AutoRemove": True}
+    )["Id"]
+    engine.lc.runtime_delete(cid)
+    unmount_all(roots.paths.rootfs(cid))
+    marks = [
+        os.path.join(dirpath, "volatile")
+        for dirpath, dirs, _ in os.walk(roots.paths.snapshots)
+        if dirpath.endswith(os.path.join("work", "incompat")) and "volatile" in dirs
+    ]
+    assert len(marks) == 1  # a second plain mount of this layer would be refused
+    engine.container_start(cid)
+    assert engine.container_wait(cid, "removed", timeout=10)["StatusCode"] == 0
+
+
 def test_exec_with_output(engine: Engine) -> None:
     cid = _run(engine, ["sleep", "1000"])
     exec_id = engine.exec_create(cid, {"Cmd": ["sh", "-c", "echo out; echo err >&2; exit 5"]})["Id"]
