@@ -17,6 +17,20 @@ def mounts_under(root: str) -> list[str]:
     return [p for p in points if p == root or p.startswith(root + "/")]
 
 
+def fs_options(target: str) -> set[str]:
+    """The file system options (mountinfo's last field) of the mount on ``target``."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                return set(fields[-1].split(","))
+    raise AssertionError(f"nothing mounted on {target}")
+
+
+#: how a volatile overlay shows in its options (``fsync=volatile`` since Linux 6.x)
+VOLATILE = frozenset({"volatile", "fsync=volatile"})
+
+
 @contextmanager
 def scratch_root(prefix: str) -> Iterator[str]:
     """A unique directory; whatever is still mounted below it is unmounted afterwards."""

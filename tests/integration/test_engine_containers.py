@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import add_busybox, demux, engine_roots, read_stream, until
-from mount_helpers import mounts_under
+from mount_helpers import VOLATILE, fs_options, mounts_under
 
 from portside.engine.engine import Engine
 from portside.engine.model import EngineConfig
@@ -174,24 +174,14 @@ def test_auto_remove(engine: Engine) -> None:
     assert not engine.volume_list()["Volumes"]  # its anonymous volume went with it
 
 
-def _fs_options(target: str) -> set[str]:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == target:
-                return set(fields[-1].split(","))
-    raise AssertionError(f"nothing mounted on {target}")
-
-
 def test_only_a_rm_container_gets_a_volatile_layer(engine: Engine, roots: EngineConfig) -> None:
     """--rm: its layer is thrown away, so overlayfs skips its syncs (as podman);
     any other container's layer keeps fsync working."""
     config = {"Image": "busybox", "Cmd": ["true"]}
     kept = engine.container_create(None, config, {})["Id"]
     thrown = engine.container_create(None, config, {"AutoRemove": True})["Id"]
-    volatile = {"volatile", "fsync=volatile"}  # the kernel's name for it since 6.x
-    assert not volatile & _fs_options(roots.paths.rootfs(kept))
-    assert volatile & _fs_options(roots.paths.rootfs(thrown))
+    assert not VOLATILE & fs_options(roots.paths.rootfs(kept))
+    assert VOLATILE & fs_options(roots.paths.rootfs(thrown))
     engine.container_start(thrown)
     assert engine.container_wait(thrown, "removed", timeout=10)["StatusCode"] == 0
     assert not os.path.exists(roots.paths.rootfs(thrown))
