@@ -108,6 +108,7 @@ def map_of(item: Converter | type[Record]) -> Converter:
 
 # converters that return a value of exactly this type unchanged
 _PLAIN: dict[Converter, set[type]] = {STR: {str}, INT: {int}, BOOL: {bool}}
+_SAME_TYPE: dict[Converter, type] = {STR: str, INT: int, BOOL: bool}
 
 
 def _as_converter(item: Converter | type[Record]) -> Converter:
@@ -176,11 +177,28 @@ class Record:
         cls._required = tuple(f.name for f in fields if f.required)
         cls._defaults = {f.name: f.default for f in fields if f.factory is None}
         cls._factories = tuple((f.name, f.factory) for f in fields if f.factory is not None)
+        # for from_json: (name, key, converter, the type a value passes through as it is,
+        # required, default, factory); object: ANY takes every value as it is
+        cls._plan = tuple(
+            (
+                f.name,
+                f.json or f.name,
+                f.conv,
+                object if f.conv is ANY else _SAME_TYPE.get(f.conv),
+                f.required,
+                f.default,
+                f.factory,
+            )
+            for f in fields
+        )
+        cls._out = tuple((f.name, f.json or f.name, f.factory is not None) for f in fields)
 
     _names: ClassVar[frozenset[str]] = frozenset()
     _required: ClassVar[tuple[str, ...]] = ()
     _defaults: ClassVar[dict[str, Any]] = {}
     _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]] = ()
+    _plan: ClassVar[tuple[tuple[Any, ...], ...]] = ()
+    _out: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
 
     def __init__(self, **kwargs: Any) -> None:
         cls = type(self)
@@ -218,27 +236,30 @@ class Record:
             raise SpecError(f"{path or '.'}: expected an object, got {_describe(data)}")
         obj = cls.__new__(cls)
         values = obj.__dict__
-        for f in cls.__fields__:
-            key = f.json or f.name
-            value = data.get(key)
+        get = data.get
+        for name, key, conv, same, required, default, factory in cls._plan:
+            value = get(key)
             if value is None:
-                if f.required:
+                if required:
                     sub = f"{path}.{key}" if path else key
                     raise SpecError(f"{sub}: required field is missing")
-                values[f.name] = f.initial()
-                continue
-            values[f.name] = f.conv(value, f"{path}.{key}" if path else key)
+                values[name] = default if factory is None else factory()
+            elif same is object or type(value) is same:  # valid as it is: no path string
+                values[name] = value
+            else:
+                values[name] = conv(value, f"{path}.{key}" if path else key)
         return obj
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object; unset fields and empty collections are left out."""
         out: dict[str, Any] = {}
         values = self.__dict__
-        for f in self.__fields__:
-            value = values[f.name]
-            if value is None or (f.factory is not None and not value):
+        scalars = _SCALARS
+        for name, key, collection in self._out:
+            value = values[name]
+            if value is None or (collection and not value):
                 continue
-            out[f.json or f.name] = _unconvert(value)
+            out[key] = value if type(value) in scalars else _unconvert(value)
         return out
 
 

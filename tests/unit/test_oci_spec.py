@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from portside.errors import InvalidArgument
 from portside.oci import _json
-from portside.oci._json import INT, STR, F, Record, SpecError, list_of
+from portside.oci._json import ANY, BOOL, INT, STR, F, Record, SpecError, list_of
 from portside.oci.runtime_spec import (
     NAMESPACE_TYPES,
     LinuxResources,
@@ -831,6 +831,29 @@ def test_scalar_lists_agree_with_the_item_converter(items: list[Any]) -> None:
         assert got == expected
         if isinstance(got, list):
             assert got is not items  # a copy: the record never shares the parsed JSON
+
+
+class _Scalars(Record):
+    name: str = F(STR)
+    count: int = F(INT)
+    flag: bool = F(BOOL)
+    raw: Any = F(ANY)
+
+
+@given(st.one_of(st.text(max_size=3), st.integers(), st.booleans(), st.floats(), st.none()))
+def test_scalar_fields_agree_with_their_converter(value: Any) -> None:
+    """from_json takes a value of exactly the field's type as it is (no path string
+    made); anything else still goes through the converter: same value, same error."""
+    for key, conv in (("name", STR), ("count", INT), ("flag", BOOL), ("raw", ANY)):
+        try:
+            expected: Any = None if value is None else conv(value, key)
+        except SpecError as exc:
+            expected = str(exc)
+        try:
+            got: Any = getattr(_Scalars.from_json({key: value}), key)
+        except SpecError as exc:
+            got = str(exc)
+        assert got == expected and type(got) is type(expected)
 
 
 def test_bool_is_not_an_int_in_a_list() -> None:
