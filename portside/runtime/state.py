@@ -38,7 +38,6 @@ __all__ = [
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 FIFO = "exec.fifo"
-LOCK = ".lock"
 
 
 class ContainerState(Record):
@@ -146,10 +145,10 @@ class StateStore:
     def reserve(self, container_id: str) -> tuple[str, int]:
         """Create the container's directory; the mkdir claims the ID.
 
-        Returns the directory and an fd holding ``flock`` on its ``.lock`` for as
-        long as the creation runs. A directory without state.json whose lock
-        nobody holds is what a killed ``create`` left: it is cleared and the ID
-        claimed again."""
+        Returns the directory and an fd of it holding ``flock`` for as long as the
+        creation runs (the directory itself: no lock file to make and remove). A
+        directory without state.json whose lock nobody holds is what a killed
+        ``create`` left: it is cleared and the ID claimed again."""
         path = self.dir(container_id)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         for _ in range(2):
@@ -167,7 +166,7 @@ class StateStore:
     def _lock(path: str, *, blocking: bool) -> int:
         import fcntl
 
-        fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BaseException:
@@ -183,7 +182,7 @@ class StateStore:
         except BlockingIOError:
             return False  # a create is running
         except FileNotFoundError:
-            return True  # claimed but never locked: the claimant died at once
+            return True  # removed meanwhile
         os.close(fd)
         return True
 
@@ -191,8 +190,16 @@ class StateStore:
         """Write state.json; ``config`` (the config's JSON, as read) goes first, to
         config.json: a state.json is only ever seen with its config beside it."""
         directory = self.dir(state.id)
-        if config is not None:
-            atomic_write(os.path.join(directory, CONFIG_FILE), config, 0o600)
+        if config is not None:  # no rename needed: state.json, after it, is the commit
+            fd = os.open(
+                os.path.join(directory, CONFIG_FILE),
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                os.write(fd, config)
+            finally:
+                os.close(fd)
         path = os.path.join(directory, STATE_FILE)
         atomic_write(path, fastjson.dumps(state_document(state)).encode(), 0o600)
 

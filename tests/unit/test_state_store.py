@@ -153,7 +153,7 @@ def test_reserve_reclaims_what_a_killed_create_left(store: StateStore) -> None:
     reserve(store, "ctr")  # claimed, lock released, never saved: the creator died
     Path(store.root, "ctr", "exec.fifo").write_text("")
     path = reserve(store, "ctr")
-    assert os.listdir(path) == [".lock"]
+    assert os.listdir(path) == []  # the directory itself is the lock
 
 
 def test_reserve_refuses_bad_ids(store: StateStore) -> None:
@@ -262,7 +262,7 @@ def test_save_overwrites(store: StateStore) -> None:
     state.pid = 42
     store.save(state)
     assert store.load("ctr").pid == 42
-    assert sorted(os.listdir(os.path.join(store.root, "ctr"))) == [".lock", STATE_FILE]
+    assert sorted(os.listdir(os.path.join(store.root, "ctr"))) == [STATE_FILE]
 
 
 def test_load_missing_is_container_not_found(store: StateStore) -> None:
