@@ -4,6 +4,10 @@ The handler answers ``101 UPGRADED`` (with ``Upgrade: tcp``) or ``200``, then ta
 client's transport away from aiohttp and bridges it with the Engine's socket both
 ways: client bytes → the process's stdin; client EOF → ``shutdown(SHUT_WR)``; the
 socket's EOF → the client connection is flushed and closed.
+
+:func:`bridge_websocket` does the same over a websocket (``attach/ws``), as Docker's:
+output never multiplexed, one binary message per chunk; every message's payload, text
+or binary, goes to stdin; either side's end ends both.
 """
 
 from __future__ import annotations
@@ -159,3 +163,74 @@ async def _bridge(client: _ClientSide, sock: socket.socket) -> None:
         for task in (inbound, outbound, lost):
             task.cancel()
         await asyncio.gather(inbound, outbound, lost, return_exceptions=True)
+
+
+class Demux:
+    """Payloads out of Docker's multiplexed stream, fed in chunks of any size."""
+
+    __slots__ = ("_buf",)
+
+    _HEADER = struct.Struct(">BxxxL")
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data
+        out = []
+        size = self._HEADER.size
+        while len(buf) >= size:
+            _stream, length = self._HEADER.unpack_from(buf)
+            if len(buf) < size + length:
+                break
+            out.append(buf[size : size + length])
+            buf = buf[size + length :]
+        self._buf = buf
+        return [p for p in out if p]
+
+
+async def bridge_websocket(
+    ws: web.WebSocketResponse, sock: socket.socket, *, multiplexed: bool
+) -> None:
+    """Bridge a prepared websocket with the Engine's attach socket until either ends
+    (the container's output ends, or the client closes); ``multiplexed``: the socket
+    carries Docker's frames (no TTY), whose payloads are sent raw."""
+    from aiohttp import WSMsgType
+
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+
+    async def sock_to_ws() -> None:
+        demux = Demux() if multiplexed else None
+        while True:
+            try:
+                data = await loop.sock_recv(sock, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for payload in demux.feed(data) if demux is not None else (data,):
+                await ws.send_bytes(payload)
+
+    async def ws_to_sock() -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                data = msg.data
+            elif msg.type == WSMsgType.TEXT:
+                data = msg.data.encode()
+            else:
+                break
+            try:
+                await loop.sock_sendall(sock, data)
+            except OSError:
+                return
+
+    tasks = {asyncio.ensure_future(sock_to_ws()), asyncio.ensure_future(ws_to_sock())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
+        await ws.close()

@@ -9,10 +9,11 @@ import json
 from aiohttp import web
 
 from portside.api.errors import BadRequest
-from portside.api.hijack import frame, hijack, stream_type
+from portside.api.hijack import bridge_websocket, frame, hijack, stream_type
 from portside.api.params import parse_filters, parse_timestamp, qbool, qint, split_create_body
 from portside.api.server import (
     BodyReader,
+    api_version,
     call,
     call_blocking,
     engine_of,
@@ -219,6 +220,33 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return await hijack(request, sock, content_type=stream_type(request, tty))
 
 
+async def attach_ws(request: web.Request) -> web.StreamResponse:
+    """``GET /containers/{id}/attach/ws``: attach over a websocket, as Docker's: binary
+    messages, output not multiplexed; before API 1.42 all three streams are attached
+    whatever the query says."""
+    q = request.query
+    chosen = api_version(request) >= (1, 42)
+    tty, sock = await call(
+        request,
+        engine_of(request).container_attach,
+        _ref(request),
+        stdin=qbool(q, "stdin") if chosen else True,
+        stdout=qbool(q, "stdout") if chosen else True,
+        stderr=qbool(q, "stderr") if chosen else True,
+        stream=qbool(q, "stream"),
+        logs=qbool(q, "logs"),
+        detach_keys=q.get("detachKeys") or None,
+    )
+    ws = web.WebSocketResponse(compress=False)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        sock.close()
+        raise
+    await bridge_websocket(ws, sock, multiplexed=not tty)
+    return ws
+
+
 async def stats(request: web.Request) -> web.StreamResponse:
     q = request.query
     stream = qbool(q, "stream", True) and not qbool(q, "one-shot")
@@ -321,6 +349,7 @@ ROUTES = [
     ("POST", _C + "/wait", wait),
     ("GET", _C + "/logs", logs),
     ("POST", _C + "/attach", attach),
+    ("GET", _C + "/attach/ws", attach_ws),
     ("GET", _C + "/stats", stats),
     ("GET", _C + "/export", export),
     ("HEAD", _C + "/archive", archive_head),

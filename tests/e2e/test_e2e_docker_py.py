@@ -111,6 +111,41 @@ def test_attach_socket_stdin_round_trip(client: docker.DockerClient) -> None:
         c.remove(force=True)
 
 
+def test_attach_over_a_websocket(client: docker.DockerClient, daemon: Daemon) -> None:
+    """GET /containers/{id}/attach/ws with aiohttp's websocket client: stdin in, the
+    container's output back in binary messages, not multiplexed (no TTY here)."""
+    import asyncio
+
+    import aiohttp
+
+    c = client.containers.create(
+        "busybox", ["sh", "-c", "read line; echo got:$line; echo oops >&2"], stdin_open=True,
+        name=name(),
+    )  # fmt: skip
+    path = f"/v1.50/containers/{c.id}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1"
+
+    async def talk() -> list[tuple[aiohttp.WSMsgType, bytes]]:
+        connector = aiohttp.UnixConnector(path=daemon.socket)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.ws_connect("http://localhost" + path) as ws,
+        ):
+            await asyncio.to_thread(c.start)
+            await ws.send_str("hello\n")
+            got = []
+            async for msg in ws:  # until the daemon closes it: the container ended
+                got.append((msg.type, msg.data))
+            return got
+
+    try:
+        got = asyncio.run(asyncio.wait_for(talk(), 30))
+        assert {kind for kind, _ in got} == {aiohttp.WSMsgType.BINARY}
+        assert b"".join(data for _, data in got) in (b"got:hello\noops\n", b"oops\ngot:hello\n")
+        assert c.wait(timeout=10)["StatusCode"] == 0
+    finally:
+        c.remove(force=True)
+
+
 def test_images_list_get_tag_remove_load(client: docker.DockerClient) -> None:
     image = client.images.get("busybox")
     assert "busybox:latest" in image.tags

@@ -207,3 +207,111 @@ def test_hijacked_connection_is_released() -> None:
             await server.close()
 
     assert asyncio.run(main()) == 0
+
+
+# --- attach over a websocket --------------------------------------------------------------
+
+
+async def ws_session(port: int, path: str, body: Any) -> Any:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{port}{path}") as ws,
+    ):
+        return await body(ws)
+
+
+async def ws_read_all(ws: Any) -> list[tuple[Any, bytes]]:
+    """Every message until the daemon closes the websocket: (type, payload)."""
+    import aiohttp
+
+    out = []
+    async for msg in ws:
+        if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            out.append((msg.type, msg.data))
+    return out
+
+
+def test_attach_ws_sends_raw_binary_output_and_takes_text_or_binary_input() -> None:
+    import aiohttp
+
+    engine = FakeEngine()
+    cid = _create(engine, ["cat"])  # no TTY: the engine's stream is multiplexed
+
+    async def body(port: int) -> list[tuple[Any, bytes]]:
+        async def talk(ws: Any) -> list[tuple[Any, bytes]]:
+            await ws.send_str("ping\n")
+            first = await ws.receive(timeout=5)
+            await ws.send_bytes(b"pong\n")
+            second = await ws.receive(timeout=5)
+            await ws.close()
+            return [(first.type, first.data), (second.type, second.data)]
+
+        path = f"/v1.50/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1"
+        return await ws_session(port, path, talk)
+
+    got = asyncio.run(with_server(engine, body))
+    assert got == [(aiohttp.WSMsgType.BINARY, b"ping\n"), (aiohttp.WSMsgType.BINARY, b"pong\n")]
+
+
+def test_attach_ws_ends_with_the_output_and_honours_the_streams_asked_for() -> None:
+    engine = FakeEngine()
+    cid = _create(engine, ["echo", "hi"], tty=True)
+
+    async def body(port: int) -> list[tuple[Any, bytes]]:
+        async def listen(ws: Any) -> list[tuple[Any, bytes]]:
+            await asyncio.to_thread(engine.container_start, cid)
+            return await ws_read_all(ws)
+
+        path = f"/v1.50/containers/{cid}/attach/ws?stream=1&stdout=1"
+        return await ws_session(port, path, listen)
+
+    got = asyncio.run(with_server(engine, body))
+    assert b"".join(data for _, data in got) == b"hi\n"
+    call = [c for c in engine.calls if c[0] == "container_attach"][-1]
+    assert call[2] == {"stdin": False, "stdout": True, "stderr": False}
+
+
+def test_attach_ws_before_1_42_attaches_every_stream() -> None:
+    engine = FakeEngine()
+    cid = _create(engine, ["echo", "hi"], tty=True)
+
+    async def body(port: int) -> None:
+        async def listen(ws: Any) -> None:
+            await asyncio.to_thread(engine.container_start, cid)
+            await ws_read_all(ws)
+
+        await ws_session(port, f"/v1.41/containers/{cid}/attach/ws?stream=1&stdout=1", listen)
+
+    asyncio.run(with_server(engine, body))
+    call = [c for c in engine.calls if c[0] == "container_attach"][-1]
+    assert call[2] == {"stdin": True, "stdout": True, "stderr": True}
+
+
+def test_attach_ws_to_an_unknown_container_is_refused_before_the_upgrade() -> None:
+    import aiohttp
+
+    async def body(port: int) -> int:
+        try:
+            await ws_session(
+                port, "/v1.50/containers/nope/attach/ws?stream=1", lambda ws: ws.close()
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        return 0
+
+    assert asyncio.run(with_server(FakeEngine(), body)) == 404
+
+
+def test_demux_takes_frames_split_anywhere() -> None:
+    from portside.api.hijack import Demux
+
+    frames = [(1, b"out"), (2, b"err!"), (1, b""), (1, b"x" * 70000)]
+    data = b"".join(struct.pack(">BxxxL", s, len(p)) + p for s, p in frames)
+    for step in (1, 3, 7, 8, 9, 65536):
+        demux = Demux()
+        got: list[bytes] = []
+        for i in range(0, len(data), step):
+            got.extend(demux.feed(data[i : i + step]))
+        assert got == [b"out", b"err!", b"x" * 70000]  # an empty frame carries nothing
