@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["SYSCALLS", "call", "libc", "syscall"]
+__all__ = ["SYSCALLS", "call", "libc", "release_free_memory", "syscall"]
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -59,3 +59,12 @@ def syscall(name: str, *args: object) -> int:
     except KeyError:
         raise OSError(38, f"{name}: no syscall number known for {_ARCH}") from None
     return call(name, libc.syscall(nr, *args))
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim``; nothing
+    where libc has none): after a burst of small allocations, such as libseccomp
+    building a filter, that would otherwise stay in the process's resident set."""
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -230,6 +230,11 @@ def compile_profile(spec: LinuxSeccomp) -> scmp.BpfProgram:
     for name, _attr in plan.attrs:
         flags |= scmp.FILTER_FLAGS.get(name, 0)
     compiled = scmp.BpfProgram(compile_seccomp(spec), flags)
+    # libseccomp built the filter in ~1 MiB of small allocations, now free: give them
+    # back, or the monitor (which forks every container's init) keeps them resident
+    from portside.linux._libc import release_free_memory
+
+    release_free_memory()
     if len(_COMPILED) >= _COMPILED_LIMIT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = compiled
