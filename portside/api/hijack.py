@@ -173,20 +173,23 @@ class Demux:
     _HEADER = struct.Struct(">BxxxL")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data
+        buf = self._buf
+        buf += data
         out = []
-        size = self._HEADER.size
-        while len(buf) >= size:
-            _stream, length = self._HEADER.unpack_from(buf)
-            if len(buf) < size + length:
+        size, start = self._HEADER.size, 0
+        while len(buf) - start >= size:
+            _stream, length = self._HEADER.unpack_from(buf, start)
+            end = start + size + length
+            if len(buf) < end:
                 break
-            out.append(buf[size : size + length])
-            buf = buf[size + length :]
-        self._buf = buf
-        return [p for p in out if p]
+            if length:
+                out.append(bytes(buf[start + size : end]))
+            start = end
+        del buf[:start]  # once per feed: a frame split over many chunks is not recopied
+        return out
 
 
 async def bridge_websocket(
