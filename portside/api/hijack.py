@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -128,6 +129,19 @@ async def hijack(
     return resp
 
 
+async def _received(sock: socket.socket) -> AsyncIterator[bytes]:
+    """What arrives on non-blocking ``sock`` until its EOF or an error."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data = await loop.sock_recv(sock, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        yield data
+
+
 async def _bridge(client: _ClientSide, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
 
@@ -144,12 +158,8 @@ async def _bridge(client: _ClientSide, sock: socket.socket) -> None:
                 return
 
     async def sock_to_client() -> None:
-        while not client.lost.is_set():
-            try:
-                data = await loop.sock_recv(sock, 65536)
-            except OSError:
-                return
-            if not data:
+        async for data in _received(sock):
+            if client.lost.is_set():
                 return
             client.transport.write(data)
             await client.drain()
@@ -205,13 +215,7 @@ async def bridge_websocket(
 
     async def sock_to_ws() -> None:
         demux = Demux() if multiplexed else None
-        while True:
-            try:
-                data = await loop.sock_recv(sock, 65536)
-            except OSError:
-                return
-            if not data:
-                return
+        async for data in _received(sock):
             for payload in demux.feed(data) if demux is not None else (data,):
                 await ws.send_bytes(payload)
 
