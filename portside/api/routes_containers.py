@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 
 from aiohttp import web
 
@@ -204,19 +205,26 @@ async def logs(request: web.Request) -> web.StreamResponse:
     return await _write_chunks(request, tty, chunks)
 
 
-async def attach(request: web.Request) -> web.StreamResponse:
+async def _attach(
+    request: web.Request, *, every_stream: bool = False
+) -> tuple[bool, socket.socket]:
+    """The engine's attach for the query: (tty, socket); ``every_stream``: stdin, stdout
+    and stderr whatever the query says."""
     q = request.query
-    tty, sock = await call(
+    streams = {name: every_stream or qbool(q, name) for name in ("stdin", "stdout", "stderr")}
+    return await call(
         request,
         engine_of(request).container_attach,
         _ref(request),
-        stdin=qbool(q, "stdin"),
-        stdout=qbool(q, "stdout"),
-        stderr=qbool(q, "stderr"),
+        **streams,
         stream=qbool(q, "stream"),
         logs=qbool(q, "logs"),
         detach_keys=q.get("detachKeys") or None,
     )
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    tty, sock = await _attach(request)
     return await hijack(request, sock, content_type=stream_type(request, tty))
 
 
@@ -224,19 +232,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
     """``GET /containers/{id}/attach/ws``: attach over a websocket, as Docker's: binary
     messages, output not multiplexed; before API 1.42 all three streams are attached
     whatever the query says."""
-    q = request.query
-    chosen = api_version(request) >= (1, 42)
-    tty, sock = await call(
-        request,
-        engine_of(request).container_attach,
-        _ref(request),
-        stdin=qbool(q, "stdin") if chosen else True,
-        stdout=qbool(q, "stdout") if chosen else True,
-        stderr=qbool(q, "stderr") if chosen else True,
-        stream=qbool(q, "stream"),
-        logs=qbool(q, "logs"),
-        detach_keys=q.get("detachKeys") or None,
-    )
+    tty, sock = await _attach(request, every_stream=api_version(request) < (1, 42))
     ws = web.WebSocketResponse(compress=False)
     try:
         await ws.prepare(request)

@@ -83,7 +83,8 @@ def ANY(value: Any, path: str) -> Any:
 
 def list_of(item: Converter | type[Record]) -> Converter:
     conv = _as_converter(item)
-    plain = _PLAIN.get(conv)
+    same = _SAME_TYPE.get(conv)
+    plain = {same} if same is not None else None
 
     def convert(value: Any, path: str) -> list[Any]:
         if not isinstance(value, list):
@@ -107,7 +108,6 @@ def map_of(item: Converter | type[Record]) -> Converter:
 
 
 # converters that return a value of exactly this type unchanged
-_PLAIN: dict[Converter, set[type]] = {STR: {str}, INT: {int}, BOOL: {bool}}
 _SAME_TYPE: dict[Converter, type] = {STR: str, INT: int, BOOL: bool}
 
 
@@ -134,9 +134,6 @@ class Field:
         self.json = json
         self.required = required
         self.name = ""
-
-    def initial(self) -> Any:
-        return self.factory() if self.factory is not None else self.default
 
 
 def F(

@@ -446,12 +446,10 @@ class SnapshotterBase:
         """Fill the new snapshot directory ``path`` (renamed to its id afterwards)."""
         raise NotImplementedError
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
+    def _mounts(self, snap: Snapshot, *, volatile: bool = False) -> list[Mount]:
+        """The mounts of ``snap``; ``volatile``: made to skip their syncs, where the
+        implementation can (see :meth:`Snapshotter.mounts`)."""
         raise NotImplementedError
-
-    def _volatile(self, mounts: list[Mount]) -> list[Mount]:
-        """``mounts`` made to skip their syncs, where the implementation can."""
-        return mounts
 
     # --- paths ---------------------------------------------------------------------
 
@@ -571,8 +569,7 @@ class SnapshotterBase:
             snap = tx.get(key)
         if snap.kind == COMMITTED:
             raise WrongKind(f"snapshot {key!r} is committed: mount a view or prepare on it")
-        mounts = self._mounts(snap)
-        return self._volatile(mounts) if volatile and snap.kind == ACTIVE else mounts
+        return self._mounts(snap, volatile=volatile and snap.kind == ACTIVE)
 
     def commit(
         self,

@@ -197,7 +197,7 @@ class OverlaySnapshotter(SnapshotterBase):
             return self.fs_dir(snap.id), [], "remove"  # what its bind mount gives
         return self.fs_dir(snap.id), [self.fs_dir(p) for p in snap.parent_ids], "overlay"
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
+    def _mounts(self, snap: Snapshot, *, volatile: bool = False) -> list[Mount]:
         writable = snap.kind == ACTIVE
         if not snap.parent_ids:
             return [Mount("bind", self.fs_dir(snap.id), ["rw" if writable else "ro", "rbind"])]
@@ -212,24 +212,13 @@ class OverlaySnapshotter(SnapshotterBase):
                 pass
             options += [f"workdir={work}", f"upperdir={self.fs_dir(snap.id)}"]
         options.append("lowerdir=" + ":".join(self.fs_dir(p) for p in snap.parent_ids))
+        if writable and volatile and self.features.volatile:
+            # Linux 5.10: no sync at umount, where overlayfs otherwise syncs the whole
+            # upper file system, and fsync inside a no-op. A volatile mount leaves
+            # work/incompat/ behind, which makes any later mount of it refuse (the layer
+            # is not to be trusted after a crash). Its owner throws it away after one
+            # life (run --rm); mounted again first (create --rm, a reboot, then start:
+            # nothing has run in it yet), the mark is cleared.
+            _remove_tree(os.path.join(work, "work", "incompat"))
+            options.append("volatile")
         return [Mount("overlay", "overlay", options)]
-
-    def _volatile(self, mounts: list[Mount]) -> list[Mount]:
-        """The writable overlay mounts with ``volatile`` (Linux 5.10): no sync at
-        umount, where overlayfs otherwise syncs the whole upper file system, and
-        fsync in the container a no-op. A volatile mount leaves ``work/incompat/``
-        in its work directory, which makes any later mount of it refuse: the layer
-        is not to be trusted after a crash. Its owner throws it away after one life
-        (``run --rm``); if it is mounted again first (``create --rm``, a reboot,
-        then ``start``: nothing has run in it yet), the mark is cleared."""
-        if not self.features.volatile:
-            return mounts
-        out = []
-        for m in mounts:
-            work = next((o[8:] for o in m.options if o.startswith("workdir=")), None)
-            if m.type != "overlay" or work is None:
-                out.append(m)
-                continue
-            _remove_tree(os.path.join(work, "work", "incompat"))  # volatile/dirty in it
-            out.append(Mount(m.type, m.source, [*m.options, "volatile"], m.target))
-        return out

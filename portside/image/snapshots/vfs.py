@@ -49,7 +49,8 @@ class VfsSnapshotter(SnapshotterBase):
         if snap.kind == ACTIVE and snap.parent_ids:
             copy_tree(self.fs_dir(snap.parent_ids[0]), fs)
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
+    def _mounts(self, snap: Snapshot, *, volatile: bool = False) -> list[Mount]:
+        # plain directories: nothing to make volatile
         if snap.kind == ACTIVE:
             return [Mount("bind", self.fs_dir(snap.id), ["rw", "rbind"])]
         source = self.fs_dir(snap.parent_ids[0] if snap.parent_ids else snap.id)
