@@ -9,7 +9,6 @@ container's lock, and shapes the answers.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from typing import Any, BinaryIO
 
 from portside.distribution.config import AuthConfig
 from portside.engine import views
+from portside.engine.containerfs import ContainerFiles
 from portside.engine.execs import Execs
 from portside.engine.health import HealthChecks
 from portside.engine.lifecycle import RUNNING_STATES, Lifecycle, parse_signal
@@ -30,21 +30,17 @@ from portside.errors import (
     InvalidArgument,
     NotFound,
     NotModified,
-    PermissionDenied,
     PortsideError,
 )
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from portside.engine.archive import Located
 
 __all__ = ["Engine"]
 
 ANONYMOUS = AuthConfig()
 
 
-class Engine:
-    """Containers, execs, images, volumes and the system, as Docker's API sees them."""
+class Engine(ContainerFiles):
+    """Containers, execs, images, volumes and the system, as Docker's API sees them
+    (a container's files — diff, export, cp — in :mod:`portside.engine.containerfs`)."""
 
     def __init__(self, config: EngineConfig) -> None:
         from portside.engine.events import EventBus
@@ -428,18 +424,6 @@ class Engine:
         except PortsideError:
             return None
 
-    def container_changes(self, ref: str) -> list[dict[str, Any]]:
-        c = self._get(ref)
-        hidden = [*views.ETC_FILES, *(str(m.get("Destination") or "") for m in c.mounts)]
-        return views.changes(self.snapshotter, c.id, hidden)
-
-    def container_export(self, ref: str) -> Iterator[bytes]:
-        from portside.image.moves import export_container
-
-        c = self._get(ref)
-        self.lc.publish(c, "export")
-        return views.pipe_stream(lambda out: export_container(self.snapshotter, c.id, out))
-
     def container_top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
         from portside.engine import top
 
@@ -552,76 +536,6 @@ class Engine:
         if c.state.status not in ("created", "running", "paused"):
             raise Conflict(f"Container {c.id} is not running")
         self.lc.monitor.resize(c.id, height, width)
-
-    def _rootfs(self, ref: str) -> tuple[Container, str]:
-        c = self._get(ref)
-        with self.lc.lock(c.id):
-            self.lc.mount_rootfs(c)
-        return c, self.paths.rootfs(c.id)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _in_container(ref: str) -> Iterator[None]:
-        """Docker's error for a missing path, naming the container as the user did."""
-        from portside.engine import archive
-
-        try:
-            yield
-        except archive.PathNotFound as exc:
-            raise NotFound(f"Could not find the file {exc.path} in container {ref}") from exc
-
-    def _locate(self, ref: str, path: str) -> tuple[Container, Located]:
-        """Where ``docker cp`` finds ``path`` of ``ref``: its rootfs, or the host
-        directory of the bind or volume the path is in (as Docker mounts them)."""
-        from portside.engine import archive
-
-        c, rootfs = self._rootfs(ref)
-        with self._in_container(ref):
-            return c, archive.locate(rootfs, c.mounts, path)
-
-    def _stat(self, at: Located, ref: str) -> dict[str, Any]:
-        from portside.engine import archive
-
-        with self._in_container(ref):
-            return archive.stat_path(at.root, at.path, name=at.name)
-
-    def archive_head(self, ref: str, path: str) -> dict[str, Any]:
-        _, at = self._locate(ref, path)
-        return self._stat(at, ref)
-
-    def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
-        from portside.engine import archive
-
-        c, at = self._locate(ref, path)
-        stat = self._stat(at, ref)
-        self.lc.publish(c, "archive-path")
-        return stat, archive.tar_path(at.root, at.path, name=at.name)
-
-    def archive_put(
-        self,
-        ref: str,
-        path: str,
-        stream: BinaryIO,
-        *,
-        no_overwrite_dir_non_dir: bool = False,
-        copy_uid_gid: bool = False,
-    ) -> None:
-        from portside.engine import archive
-
-        c, at = self._locate(ref, path)
-        if at.read_only:
-            raise PermissionDenied("mounted volume is marked read-only")
-        if at.root == self.paths.rootfs(c.id) and c.host_config.get("ReadonlyRootfs"):
-            raise PermissionDenied("container rootfs is marked read-only")
-        with self._in_container(ref):
-            archive.extract_into(
-                at.root,
-                at.path,
-                stream,
-                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                copy_uid_gid=copy_uid_gid,
-            )
-        self.lc.publish(c, "extract-to-dir")
 
     def containers_prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         with self.lc.map_lock:
